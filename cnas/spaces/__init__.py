@@ -1,0 +1,52 @@
+"""Search spaces: configs, sampling and integer encodings (pure core: no torch, no files)."""
+
+from __future__ import annotations
+
+from cnas.errors import ConfigError
+from cnas.spaces.mobilenetv3 import (
+    BRANCHES,
+    DEPTHS,
+    EXPANSIONS,
+    KERNELS,
+    MAX_DEPTH,
+    N_EXITS,
+    N_STAGES,
+    THRESHOLDS,
+    Arch,
+    CBNMobileNetV3Space,
+    EEMobileNetV3Space,
+    MobileNetV3Space,
+    stage_layers,
+)
+
+SPACES = {
+    "mobilenetv3": MobileNetV3Space,
+    "eemobilenetv3": EEMobileNetV3Space,
+    "cbnmobilenetv3": CBNMobileNetV3Space,
+}
+
+
+def get_space(name: str, lr: int = 224, ur: int = 224, rstep: int = 4) -> MobileNetV3Space:
+    """The search space called ``name`` with resolutions ``range(lr, ur + 1, rstep)``."""
+    if name not in SPACES:
+        raise ConfigError(f"unknown search space '{name}'; choose one of {', '.join(SPACES)}")
+    return SPACES[name](name, lr=lr, ur=ur, rstep=rstep)
+
+
+def space_for_arch(arch: dict, lr: int | None = None, ur: int | None = None, rstep: int = 4) -> MobileNetV3Space:
+    """The space an arch dict belongs to, judged by its keys (``t``: EDANAS, ``b``: NACHOS, else plain).
+
+    The resolution range defaults to the arch's own ``r`` (fixed), else 224.
+    """
+    name = "eemobilenetv3" if "t" in arch else "cbnmobilenetv3" if "b" in arch else "mobilenetv3"
+    r = arch.get("r", 224) if isinstance(arch, dict) else 224
+    lo = lr if lr is not None else r
+    hi = ur if ur is not None else lo
+    return get_space(name, lr=lo, ur=hi, rstep=rstep)
+
+
+__all__ = [
+    "SPACES", "get_space", "space_for_arch", "stage_layers", "Arch", "MobileNetV3Space", "EEMobileNetV3Space",
+    "CBNMobileNetV3Space", "DEPTHS", "KERNELS", "EXPANSIONS", "THRESHOLDS", "BRANCHES", "N_STAGES", "N_EXITS",
+    "MAX_DEPTH",
+]

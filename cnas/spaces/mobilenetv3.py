@@ -1,0 +1,331 @@
+"""The Once-For-All MobileNetV3 search spaces: plain, EDANAS early exit (``t``) and NACHOS branches (``b``).
+
+An architecture is the original's JSON dict::
+
+    {"ks": [Σd ints], "e": [Σd ints], "d": [5 ints], "r": int (variable resolution only),
+     "t": [4 thresholds] (eemobilenetv3) | "b": [4 flags] (cbnmobilenetv3)}
+
+``ks[j]``/``e[j]`` belong to the j-th *present* layer, stage by stage: stage i owns the ``d[i]`` entries that
+follow the entries of stages ``0..i-1``.
+
+Integer encoding (same layout and length as the original): per stage i, at offset 9i,
+``[idx(d_i), idx(ks) x 4, idx(e) x 4]`` with the genes of absent layers set to 0 (canonical: one vector per
+arch), then the 4 exit genes (early-exit spaces), then the resolution index when the resolution varies.
+Lengths: 45/46 (plain), 49/50 (early exit), fixed/variable resolution.
+
+Deviations from the original (see ``docs``/README): per-gene bounds (the resolution gene spans every
+resolution, branch genes 0..1), decode rounds instead of truncating, decode is the exact inverse of encode for
+every layout, a ``cbnmobilenetv3`` vector with no exit is repaired by switching on the last exit (after stage 4)
+instead of receiving a penalty, and the initial design really holds the smallest and largest archs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from cnas.errors import ArchError, ConfigError
+
+N_STAGES = 5
+MAX_DEPTH = 4
+STAGE_GENES = 1 + 2 * MAX_DEPTH  # depth gene + 4 kernel genes + 4 expansion genes
+N_EXITS = N_STAGES - 1  # exit positions after stages 1..4
+DEPTHS = (2, 3, 4)
+KERNELS = (3, 5, 7)
+EXPANSIONS = (3, 4, 6)
+THRESHOLDS = (0.1, 0.2, 1)  # EDANAS: 1 means "no exit here"
+BRANCHES = (0, 1)  # NACHOS: 1 means "an exit is placed here"
+
+Arch = dict[str, Any]
+
+
+def _as_rng(rng: Any) -> np.random.Generator:
+    if isinstance(rng, np.random.Generator):
+        return rng
+    return np.random.default_rng(rng)
+
+
+class MobileNetV3Space:
+    """OFA MobileNetV3 (d234, e346, k357) with optional early-exit genes and resolution gene."""
+
+    exit_key: str | None = None
+    exit_values: tuple = ()
+
+    def __init__(self, name: str, lr: int = 224, ur: int = 224, rstep: int = 4):
+        for flag, val in (("--lr", lr), ("--ur", ur), ("--rstep", rstep)):
+            if not isinstance(val, (int, np.integer)) or isinstance(val, bool):
+                raise ConfigError(f"{flag} must be an integer, got {val!r}")
+        if lr <= 0 or ur <= 0:
+            raise ConfigError(f"resolutions must be positive, got --lr {lr} --ur {ur}")
+        if lr > ur:
+            raise ConfigError(f"--lr {lr} is larger than --ur {ur}: the lower resolution must not exceed the upper")
+        if rstep <= 0:
+            raise ConfigError(f"--rstep must be positive, got {rstep}")
+        self.name = name
+        self.lr, self.ur, self.rstep = int(lr), int(ur), int(rstep)
+        self.resolutions: tuple[int, ...] = tuple(range(self.lr, self.ur + 1, self.rstep))
+        self.fixed_resolution = len(self.resolutions) == 1
+        n_exit = N_EXITS if self.exit_key else 0
+        self.n_var = N_STAGES * STAGE_GENES + n_exit + (0 if self.fixed_resolution else 1)
+        xu = []
+        for _ in range(N_STAGES):
+            xu += [len(DEPTHS) - 1] + [len(KERNELS) - 1] * MAX_DEPTH + [len(EXPANSIONS) - 1] * MAX_DEPTH
+        xu += [len(self.exit_values) - 1] * n_exit
+        if not self.fixed_resolution:
+            xu.append(len(self.resolutions) - 1)
+        self.xl = np.zeros(self.n_var, dtype=np.int64)
+        self.xu = np.asarray(xu, dtype=np.int64)
+        self._exit_slice = slice(N_STAGES * STAGE_GENES, N_STAGES * STAGE_GENES + n_exit)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, lr={self.lr}, ur={self.ur}, rstep={self.rstep})"
+
+    # ------------------------------------------------------------------ resolution
+    @property
+    def default_resolution(self) -> int:
+        return self.resolutions[0]
+
+    def resolution(self, arch: Arch) -> int:
+        """The input resolution of ``arch`` (its ``r``, or the space's fixed resolution)."""
+        return int(arch.get("r", self.default_resolution))
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, arch: Any) -> Arch:
+        """Check ``arch`` against the space and return its canonical form (sorted keys, plain ints/floats).
+
+        Raises :class:`ArchError` naming the offending field.
+        """
+        if not isinstance(arch, dict):
+            raise ArchError(f"an architecture must be a JSON object with ks, e, d; got {type(arch).__name__}")
+        for key in ("ks", "e", "d"):
+            if key not in arch:
+                raise ArchError(f"architecture is missing the field '{key}'")
+        allowed = {"ks", "e", "d", "r"} | ({self.exit_key} if self.exit_key else set())
+        extra = sorted(set(arch) - allowed)
+        if extra:
+            other = {"t": "eemobilenetv3", "b": "cbnmobilenetv3"}
+            hint = "".join(f" ('{k}' belongs to {other[k]})" for k in extra if k in other)
+            raise ArchError(f"architecture has field(s) {extra} that the {self.name} space does not know{hint}")
+        d = _int_list(arch["d"], "d", N_STAGES, DEPTHS)
+        n_layers = sum(d)
+        ks = _int_list(arch["ks"], "ks", n_layers, KERNELS, length_note=f"sum(d) = {n_layers}")
+        e = _int_list(arch["e"], "e", n_layers, EXPANSIONS, length_note=f"sum(d) = {n_layers}")
+        out: Arch = {"d": d, "e": e, "ks": ks}
+        if self.exit_key:
+            if self.exit_key not in arch:
+                raise ArchError(f"architecture is missing the field '{self.exit_key}' that {self.name} needs")
+            out[self.exit_key] = self._exit_list(arch[self.exit_key])
+            if self.exit_key == "b" and not any(out["b"]):
+                raise ArchError("field 'b' has no exit (all 0): cbnmobilenetv3 archs need at least one b = 1")
+        if "r" in arch:
+            r = arch["r"]
+            if not _is_int(r) or int(r) not in self.resolutions:
+                raise ArchError(f"field 'r' = {r!r} is not a resolution of this space ({self._res_text()})")
+            if not self.fixed_resolution:
+                out["r"] = int(r)
+        elif not self.fixed_resolution:
+            raise ArchError(f"architecture is missing the field 'r' (this space varies the resolution: {self._res_text()})")
+        return dict(sorted(out.items()))
+
+    def _res_text(self) -> str:
+        if self.fixed_resolution:
+            return f"fixed at {self.lr}"
+        return f"{self.lr}..{self.ur} step {self.rstep}"
+
+    def _exit_list(self, values: Any) -> list:
+        key = self.exit_key
+        if not isinstance(values, (list, tuple)) or len(values) != N_EXITS:
+            raise ArchError(f"field '{key}' must be a list of {N_EXITS} values, got {values!r}")
+        out = []
+        for v in values:
+            idx = self._exit_index(v)
+            if idx is None:
+                raise ArchError(f"field '{key}' holds {v!r}, allowed values are {list(self.exit_values)}")
+            out.append(self.exit_values[idx])
+        return out
+
+    def _exit_index(self, v: Any) -> int | None:
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            return None
+        for i, allowed in enumerate(self.exit_values):
+            if abs(float(v) - float(allowed)) < 1e-9:
+                return i
+        return None
+
+    # ------------------------------------------------------------------ encoding
+    def encode(self, arch: Arch) -> np.ndarray:
+        """Canonical integer vector of ``arch`` (validated first)."""
+        arch = self.validate(arch)
+        x = np.zeros(self.n_var, dtype=np.int64)
+        pos = 0
+        for i, depth in enumerate(arch["d"]):
+            o = i * STAGE_GENES
+            x[o] = DEPTHS.index(depth)
+            for j in range(depth):
+                x[o + 1 + j] = KERNELS.index(arch["ks"][pos + j])
+                x[o + 1 + MAX_DEPTH + j] = EXPANSIONS.index(arch["e"][pos + j])
+            pos += depth
+        if self.exit_key:
+            x[self._exit_slice] = [self._exit_index(v) for v in arch[self.exit_key]]
+        if not self.fixed_resolution:
+            x[-1] = self.resolutions.index(arch["r"])
+        return x
+
+    def encode_many(self, archs: Sequence[Arch]) -> np.ndarray:
+        if len(archs) == 0:
+            return np.zeros((0, self.n_var), dtype=np.int64)
+        return np.stack([self.encode(a) for a in archs])
+
+    def _as_int_vector(self, x: Any) -> np.ndarray:
+        x = np.asarray(x)
+        if x.ndim != 1 or x.shape[0] != self.n_var:
+            raise ArchError(f"an encoding of {self.name} has {self.n_var} genes, got shape {x.shape}")
+        if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
+            raise ArchError(f"an encoding must hold finite numbers, got {x!r}")
+        xi = np.rint(x).astype(np.int64)
+        bad = np.flatnonzero((xi < self.xl) | (xi > self.xu))
+        if bad.size:
+            g = int(bad[0])
+            raise ArchError(f"gene {g} = {x[g]!r} is outside its bounds [{self.xl[g]}, {self.xu[g]}]")
+        return xi
+
+    def repair(self, x: Any) -> np.ndarray:
+        """Canonical form of an integer vector: rounds, zeroes the genes of absent layers and switches on the
+        last exit of a ``cbnmobilenetv3`` vector that has none. Works on one vector or a 2-D batch."""
+        x = np.asarray(x)
+        if x.ndim == 2:
+            return np.stack([self.repair(row) for row in x]) if len(x) else x.astype(np.int64)
+        xi = self._as_int_vector(x).copy()
+        for i in range(N_STAGES):
+            o = i * STAGE_GENES
+            depth = DEPTHS[xi[o]]
+            xi[o + 1 + depth : o + 1 + MAX_DEPTH] = 0
+            xi[o + 1 + MAX_DEPTH + depth : o + STAGE_GENES] = 0
+        if self.exit_key == "b" and not xi[self._exit_slice].any():
+            xi[self._exit_slice.stop - 1] = 1
+        return xi
+
+    def decode(self, x: Any) -> Arch:
+        """The arch dict of an integer vector (rounded, bounds checked; absent-layer genes ignored)."""
+        xi = self.repair(x)
+        d, ks, e = [], [], []
+        for i in range(N_STAGES):
+            o = i * STAGE_GENES
+            depth = DEPTHS[xi[o]]
+            d.append(depth)
+            ks += [KERNELS[k] for k in xi[o + 1 : o + 1 + depth]]
+            e += [EXPANSIONS[k] for k in xi[o + 1 + MAX_DEPTH : o + 1 + MAX_DEPTH + depth]]
+        arch: Arch = {"d": d, "e": e, "ks": ks}
+        if self.exit_key:
+            arch[self.exit_key] = [self.exit_values[k] for k in xi[self._exit_slice]]
+        if not self.fixed_resolution:
+            arch["r"] = self.resolutions[xi[-1]]
+        return dict(sorted(arch.items()))
+
+    def decode_many(self, X: Any) -> list[Arch]:
+        return [self.decode(row) for row in np.asarray(X)]
+
+    # ------------------------------------------------------------------ sampling
+    def sample_encodings(self, n: int, rng: Any = None) -> np.ndarray:
+        """``n`` canonical vectors drawn uniformly per gene (cbn: only vectors with at least one exit)."""
+        rng = _as_rng(rng)
+        X = rng.integers(self.xl, self.xu + 1, size=(int(n), self.n_var))
+        if self.exit_key == "b":
+            while True:  # each redraw succeeds with probability 15/16
+                empty = ~X[:, self._exit_slice].any(axis=1)
+                if not empty.any():
+                    break
+                X[empty, self._exit_slice] = rng.integers(0, 2, size=(int(empty.sum()), N_EXITS))
+        return self.repair(X) if n else X.astype(np.int64)
+
+    def sample(self, n: int, rng: Any = None) -> list[Arch]:
+        """``n`` random archs, uniform per gene as the original samples."""
+        return self.decode_many(self.sample_encodings(n, rng))
+
+    def smallest(self) -> Arch:
+        x = self.xl.copy()
+        if self.exit_key == "t":
+            x[self._exit_slice] = 0  # lowest threshold everywhere: every exit present, easiest to take
+        return self.decode(x)
+
+    def largest(self) -> Arch:
+        return self.decode(self.xu)
+
+    def initial_design(self, n: int, rng: Any = None) -> list[Arch]:
+        """The smallest and the largest arch followed by ``n - 2`` distinct random ones."""
+        n = int(n)
+        if n < 0:
+            raise ConfigError(f"--n_doe must not be negative, got {n}")
+        rng = _as_rng(rng)
+        design = [self.smallest(), self.largest()][:n]
+        seen = {self.key(a) for a in design}
+        attempts = 0
+        while len(design) < n:
+            attempts += 1
+            if attempts > 100:
+                raise ConfigError(f"could not draw {n} distinct archs from {self.name}")
+            for arch in self.sample(2 * (n - len(design)), rng):
+                k = self.key(arch)
+                if k not in seen and len(design) < n:
+                    seen.add(k)
+                    design.append(arch)
+        return design
+
+    # ------------------------------------------------------------------ helpers
+    def key(self, arch: Arch) -> tuple:
+        """A hashable identity of a canonical arch: equal for the same network."""
+        return tuple(self.encode(arch).tolist())
+
+    def exit_mask(self, arch: Arch) -> list[bool]:
+        """Which of the 4 positions after stages 1..4 carry an exit (all False for the plain space)."""
+        if self.exit_key == "t":
+            return [self._exit_index(t) != len(THRESHOLDS) - 1 for t in arch["t"]]
+        if self.exit_key == "b":
+            return [bool(b) for b in arch["b"]]
+        return [False] * N_EXITS
+
+
+def stage_layers(arch: Arch) -> list[list[tuple[int, int]]]:
+    """Per stage, the (kernel, expansion) of each present layer, mapped stage by stage."""
+    out, pos = [], 0
+    for depth in arch["d"]:
+        out.append([(int(arch["ks"][pos + j]), int(arch["e"][pos + j])) for j in range(depth)])
+        pos += depth
+    return out
+
+
+class EEMobileNetV3Space(MobileNetV3Space):
+    """EDANAS: one threshold gene per exit position; threshold 1 means no exit."""
+
+    exit_key = "t"
+    exit_values = THRESHOLDS
+
+
+class CBNMobileNetV3Space(MobileNetV3Space):
+    """NACHOS: one binary gene per exit position; 1 places an exit (at least one is required)."""
+
+    exit_key = "b"
+    exit_values = BRANCHES
+
+
+def _is_int(v: Any) -> bool:
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, (int, np.integer)):
+        return True
+    return isinstance(v, (float, np.floating)) and float(v).is_integer()
+
+
+def _int_list(values: Any, key: str, length: int, allowed: tuple, length_note: str = "") -> list[int]:
+    if not isinstance(values, (list, tuple)):
+        raise ArchError(f"field '{key}' must be a list, got {values!r}")
+    if len(values) != length:
+        note = f" ({length_note})" if length_note else ""
+        raise ArchError(f"field '{key}' must hold {length} values{note}, got {len(values)}")
+    out = []
+    for v in values:
+        if not _is_int(v) or int(v) not in allowed:
+            raise ArchError(f"field '{key}' holds {v!r}, allowed values are {list(allowed)}")
+        out.append(int(v))
+    return out

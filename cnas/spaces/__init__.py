@@ -16,6 +16,7 @@ from cnas.spaces.mobilenetv3 import (
     CBNMobileNetV3Space,
     EEMobileNetV3Space,
     MobileNetV3Space,
+    exit_mask,
     stage_layers,
 )
 
@@ -46,7 +47,7 @@ def space_for_arch(arch: dict, lr: int | None = None, ur: int | None = None, rst
 
 
 __all__ = [
-    "SPACES", "get_space", "space_for_arch", "stage_layers", "Arch", "MobileNetV3Space", "EEMobileNetV3Space",
+    "SPACES", "get_space", "space_for_arch", "stage_layers", "exit_mask", "Arch", "MobileNetV3Space", "EEMobileNetV3Space",
     "CBNMobileNetV3Space", "DEPTHS", "KERNELS", "EXPANSIONS", "THRESHOLDS", "BRANCHES", "N_STAGES", "N_EXITS",
     "MAX_DEPTH",
 ]

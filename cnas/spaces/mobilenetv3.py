@@ -279,11 +279,16 @@ class MobileNetV3Space:
 
     def exit_mask(self, arch: Arch) -> list[bool]:
         """Which of the 4 positions after stages 1..4 carry an exit (all False for the plain space)."""
-        if self.exit_key == "t":
-            return [self._exit_index(t) != len(THRESHOLDS) - 1 for t in arch["t"]]
-        if self.exit_key == "b":
-            return [bool(b) for b in arch["b"]]
-        return [False] * N_EXITS
+        return exit_mask(arch) if self.exit_key else [False] * N_EXITS
+
+
+def exit_mask(arch: Arch) -> list[bool]:
+    """Which of the 4 positions after stages 1..4 carry an exit: ``t != 1`` (EDANAS) or ``b == 1`` (NACHOS)."""
+    if "t" in arch:
+        return [abs(float(t) - 1.0) > 1e-9 for t in arch["t"]]
+    if "b" in arch:
+        return [bool(b) for b in arch["b"]]
+    return [False] * N_EXITS
 
 
 def stage_layers(arch: Arch) -> list[list[tuple[int, int]]]:

@@ -71,3 +71,23 @@ def read_json(path: str | os.PathLike, what: str = "file", error: type[UsageErro
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise error(f"{what} {path} is not valid JSON ({exc})") from None
+
+
+def load_torch_file(path: str | os.PathLike, what: str = "checkpoint") -> Any:
+    """``torch.load(path, map_location='cpu', weights_only=True)``; a missing or unreadable file raises
+    :class:`~cnas.errors.CheckpointError` naming the path."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    from cnas.errors import CheckpointError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{what} {path} cannot be read as a torch file ({first[:200]})") from None

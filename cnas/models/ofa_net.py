@@ -1,15 +1,38 @@
-"""The OFA MobileNetV3 supernet (built with the ``ofa`` package) and stage-aware subnet extraction."""
+"""The OFA MobileNetV3 supernet (built with the ``ofa`` package), stage-aware subnet extraction and BN
+recalibration.
+
+A static subnet returned by :func:`get_subnet` is ofa's ``MobileNetV3``: ``first_conv``, ``blocks`` (``blocks[0]``
+is the fixed first block, then the ``d[i]`` blocks of each stage in order), ``final_expand_layer``,
+``global_avg_pool``, ``feature_mix_layer`` and ``classifier``.
+"""
 
 from __future__ import annotations
 
+import itertools
+from typing import Any, Iterable
+
+import torch
 import torch.nn as nn
 from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
+from ofa.imagenet_classification.elastic_nn.utils import set_running_statistics
+from ofa.utils import make_divisible
 
-from cnas.spaces import DEPTHS, EXPANSIONS, KERNELS, MAX_DEPTH, stage_layers
+from cnas.errors import DataError
+from cnas.spaces import DEPTHS, EXPANSIONS, KERNELS, MAX_DEPTH, N_STAGES, stage_layers
+
+#: Widths of the official OFA MobileNetV3 checkpoints (``..._w1.0``, ``..._w1.2``).
+WIDTHS = (1.0, 1.2)
+#: Channels of the stem, first block, stages 1..5, final expand and feature mix at width 1.0 (ofa's layout).
+BASE_STAGE_WIDTH = (16, 16, 24, 40, 80, 112, 160, 960, 1280)
+#: Stride of the stem and of stages 1..5 (the first block has stride 1).
+STAGE_STRIDES = (2, 2, 2, 2, 1, 2)
 
 
 def build_supernet(n_classes: int, width_mult: float = 1.0, dropout_rate: float = 0.0) -> OFAMobileNetV3:
-    """An untrained OFA MobileNetV3 supernet (d234, e346, k357) with an ``n_classes``-way classifier."""
+    """An untrained OFA MobileNetV3 supernet (d234, e346, k357) with an ``n_classes``-way classifier.
+
+    Weights get torch's default initialisation: seed torch (``torch.manual_seed``) for reproducible nets.
+    """
     return OFAMobileNetV3(
         n_classes=n_classes,
         dropout_rate=dropout_rate,
@@ -18,6 +41,34 @@ def build_supernet(n_classes: int, width_mult: float = 1.0, dropout_rate: float 
         expand_ratio_list=list(EXPANSIONS),
         depth_list=list(DEPTHS),
     )
+
+
+def stage_widths(width_mult: float = 1.0) -> list[int]:
+    """Output channels of stages 1..5 at ``width_mult`` (24/40/80/112/160 at 1.0)."""
+    return [make_divisible(w * width_mult, 8) for w in BASE_STAGE_WIDTH[2:7]]
+
+
+def feature_sizes(resolution: int) -> list[int]:
+    """Spatial side of the feature map after stages 1..5 for a square ``resolution`` input.
+
+    Every stride-2 layer of the net pads k//2, so it maps a side h to ceil(h / 2).
+    """
+    h = int(resolution)
+    h = -(-h // STAGE_STRIDES[0])  # stem
+    out = []
+    for s in STAGE_STRIDES[1:]:
+        h = -(-h // s)
+        out.append(h)
+    return out
+
+
+def exit_block_indices(arch: dict) -> list[int]:
+    """Index in a static subnet's ``blocks`` of the last block of stages 1..5 (``blocks[0]`` is the fixed block)."""
+    out, pos = [], 0
+    for depth in arch["d"]:
+        pos += int(depth)
+        out.append(pos)
+    return out
 
 
 def set_active_arch(supernet: OFAMobileNetV3, arch: dict) -> None:
@@ -37,6 +88,60 @@ def set_active_arch(supernet: OFAMobileNetV3, arch: dict) -> None:
 
 
 def get_subnet(supernet: OFAMobileNetV3, arch: dict, preserve_weight: bool = True) -> nn.Module:
-    """A static MobileNetV3 for ``arch`` with weights inherited from ``supernet`` (which is left unchanged)."""
+    """A static MobileNetV3 for ``arch`` with weights inherited from ``supernet``.
+
+    The supernet's weights are not modified (its active sub-network becomes ``arch``); the subnet owns copies.
+    Its eval output equals the supernet's output with ``arch`` active.
+    """
     set_active_arch(supernet, arch)
     return supernet.get_active_subnet(preserve_weight=preserve_weight)
+
+
+def subnet_stage_layers(subnet: nn.Module) -> list[list[tuple[int, int]]]:
+    """Per stage, the (kernel, expansion) of each block of a static subnet (the inverse of building it).
+
+    Stages are told apart by the stride-2 / channel-changing first block of each stage, so this reads the
+    network itself rather than any config: used to check that extraction matches the arch.
+    """
+    stages: list[list[tuple[int, int]]] = []
+    for block in subnet.blocks[1:]:
+        conv = block.conv
+        if conv.stride != 1 or conv.in_channels != conv.out_channels or not stages:
+            stages.append([])
+        stages[-1].append((int(conv.kernel_size), int(conv.expand_ratio)))
+    if len(stages) != N_STAGES:  # stage 4 (stride 1, 80 -> 112) is detected by its channel change
+        raise AssertionError(f"found {len(stages)} stages in the subnet, expected {N_STAGES}")
+    return stages
+
+
+def _batches(loader: Iterable, n_batches: int | None) -> Iterable[tuple[torch.Tensor, Any]]:
+    it = iter(loader) if n_batches is None else itertools.islice(loader, int(n_batches))
+    for item in it:
+        if isinstance(item, (tuple, list)):
+            yield item[0], None
+        else:
+            yield item, None
+
+
+def recalibrate_bn(model: nn.Module, loader: Iterable, n_batches: int | None = None) -> nn.Module:
+    """Reset and re-estimate the BatchNorm running statistics of ``model`` from ``loader`` (in place).
+
+    Uses ofa's ``set_running_statistics``: each BN's running mean/var becomes the sample-weighted average over
+    the batches of the per-batch mean and (biased) variance, i.e. a cumulative average rather than an
+    exponential one. ``loader`` yields ``(images, labels)`` pairs or bare image tensors; only the first
+    ``n_batches`` are used when given. Weights are not touched. Returns ``model``.
+    """
+    if n_batches is not None and int(n_batches) < 1:
+        raise DataError(f"n_batches must be at least 1, got {n_batches}")
+    seen = 0
+
+    def counted():
+        nonlocal seen
+        for pair in _batches(loader, n_batches):
+            seen += 1
+            yield pair
+
+    set_running_statistics(model, counted())
+    if seen == 0:
+        raise DataError("recalibrate_bn got no batches from its loader: pass a non-empty data loader")
+    return model

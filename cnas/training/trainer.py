@@ -144,12 +144,14 @@ def evaluate(model: nn.Module, loader, device: torch.device | str = "cpu", amp: 
 
 def train(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, device: torch.device | str = "cpu",
           loss_fn: Callable | None = None, eval_fn: Callable | None = None, params: Iterable | None = None,
-          checkpoint_path: str | None = None, log: Callable[[str], None] | None = None) -> TrainResult:
+          checkpoint_path: str | None = None, log: Callable[[str], None] | None = None,
+          on_epoch_start: Callable[[int, nn.Module], None] | None = None) -> TrainResult:
     """Train ``model`` in place and leave it holding the weights of the selected epoch.
 
     ``eval_fn(model) -> dict`` with ``loss`` and ``acc`` scores an epoch (default: :func:`evaluate` on
     ``val_loader``; with no validation loader the last epoch is kept). ``params`` restricts what is optimized.
-    ``checkpoint_path``: after every epoch the full training state is written there atomically; if the file exists
+    ``on_epoch_start(epoch, model)`` runs after ``model.train()`` at the start of every epoch (e.g. to freeze
+    part of the model's batch norms or refresh a loss's state). ``checkpoint_path``: after every epoch the full training state is written there atomically; if the file exists
     when training starts, training resumes from it.
     """
     cfg.validate()
@@ -192,6 +194,8 @@ def train(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, device: 
         model.train()
         if hasattr(train_loader, "set_epoch"):  # shuffling that depends on (seed, epoch) only: exact resume
             train_loader.set_epoch(epoch)
+        if on_epoch_start is not None:
+            on_epoch_start(epoch, model)
         tot_loss, tot_n = 0.0, 0
         batches = train_loader
         if cfg.progress:

@@ -1,0 +1,117 @@
+"""Command-line plumbing shared by the entry points: flags generated from the settings dataclasses (one home for
+each flag), boolean parsing, YAML/JSON config files, and the thin ``main`` wrapper.
+
+Flag names are the original's (``--n_epochs``, ``--sec_obj``, ...). Boolean flags accept ``--flag`` alone or
+``--flag true|false`` (the original declared them ``type=bool``, so ``--adaptive False`` meant True).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from cnas.errors import ConfigError
+
+_TRUE = {"1", "true", "yes", "y", "on"}
+_FALSE = {"0", "false", "no", "n", "off"}
+
+
+def str2bool(text: str) -> bool:
+    t = str(text).strip().lower()
+    if t in _TRUE:
+        return True
+    if t in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises :class:`ConfigError` (one line, exit 2 via run_cli) instead of printing usage."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise ConfigError(f"{message} (see {self.prog} --help)")
+
+
+def _base_type(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _base_type(args[0]) if len(args) == 1 else str
+    return tp
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, *,
+                       aliases: dict[str, list[str]] | None = None, skip: set[str] = frozenset(),
+                       help: dict[str, str] | None = None) -> None:
+    """One ``--<field>`` flag per field of dataclass ``cls`` with its type; default ``None`` (meaning "not given",
+    so a config file or the dataclass default applies)."""
+    hints = typing.get_type_hints(cls)
+    aliases, help = aliases or {}, help or {}
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        tp = _base_type(hints[f.name])
+        names = [f"--{f.name}"] + [f"--{a}" for a in aliases.get(f.name, [])]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        text = help.get(f.name, "") + (f" (default: {default})" if default is not None else "")
+        if tp is bool:
+            parser.add_argument(*names, dest=f.name, type=str2bool, nargs="?", const=True, default=None,
+                                metavar="BOOL", help=text)
+        elif tp in (int, float, str):
+            parser.add_argument(*names, dest=f.name, type=tp, default=None, help=text)
+        else:
+            parser.add_argument(*names, dest=f.name, default=None, help=text)
+
+
+def given_fields(args: argparse.Namespace, cls: type) -> dict:
+    """The dataclass fields that were given on the command line (not None)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+def load_config_file(path: str | Path) -> dict:
+    """A YAML (or JSON) mapping of setting names to values; one clear line for a bad file."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {p} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of setting: value, got {type(data).__name__}")
+    return {str(k).lstrip("-").replace("-", "_"): v for k, v in data.items()}
+
+
+def build_settings(cls: type, *layers: dict) -> Any:
+    """An instance of ``cls`` from layered dicts (later layers win); unknown keys are a ConfigError."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    merged: dict = {}
+    for layer in layers:
+        unknown = sorted(set(layer) - names)
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)}")
+        merged.update(layer)
+    hints = typing.get_type_hints(cls)
+    for key, value in merged.items():
+        tp, optional = _base_type(hints[key]), "None" in str(hints[key])
+        if value is None and optional:
+            continue
+        if tp is float and isinstance(value, int) and not isinstance(value, bool):
+            merged[key] = float(value)
+        elif tp in (int, float, bool, str) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
+            raise ConfigError(f"setting '{key}' must be {tp.__name__}, got {value!r}")
+    try:
+        return cls(**merged)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None

@@ -1,0 +1,221 @@
+"""Loading OFA MobileNetV3 supernet weights: official OFA checkpoints and cnas's own supernet files.
+
+Files read (see ``supernets/README.md``):
+
+* official OFA checkpoints ``ofa_mbv3_d234_e346_k357_w1.0`` / ``..._w1.2`` (ImageNet, 1000 classes), either
+  ``{"state_dict": {...}}`` or a bare state dict, with the current ``.conv.`` key layout or the older
+  ``.mobile_inverted_conv.`` one (a ``module.`` prefix from DataParallel is dropped too);
+* cnas supernet files written by :func:`save_supernet`: ``{"state_dict": {...}, "meta": {...}}``.
+
+Everything is read with ``torch.load(path, map_location="cpu", weights_only=True)``: no code in a checkpoint runs.
+Nothing is ever downloaded.
+
+Deviations from the original (``NasSearchSpace ofa/evaluator.py``):
+
+* The original always keeps the first ``n_classes`` rows of the ImageNet classifier, which ties, say, CIFAR-10
+  class 0 to ImageNet's "tench". cnas by default (``head="reinit"``) keeps the classifier only when
+  ``n_classes`` equals the checkpoint's class count and otherwise leaves the fresh, randomly initialised
+  ``n_classes``-way classifier (seed torch for reproducibility); ``head="slice"`` restores the original's slicing.
+* The original loads with ofa's ``load_state_dict``, which renames keys but silently keeps the random init of any
+  key the file lacks and raises bare ``ValueError``/``AssertionError``/size errors. cnas applies the same key
+  renames but checks every key and shape and raises :class:`CheckpointError` with one line naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+import torch
+import torch.nn as nn
+from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
+from ofa.utils import make_divisible
+
+from cnas.errors import CheckpointError, ConfigError
+from cnas.fileio import atomic_torch_save
+from cnas.models.ofa_net import BASE_STAGE_WIDTH, WIDTHS, build_supernet
+from cnas.spaces import DEPTHS, EXPANSIONS, KERNELS
+
+HEAD_MODES = ("reinit", "slice")
+FORMAT = "cnas-supernet"
+FORMAT_VERSION = 1
+_CLS_W, _CLS_B = "classifier.linear.weight", "classifier.linear.bias"
+# Alternative spellings between ofa's dynamic and static layer layouts (the renames of ofa's own load_state_dict).
+_ALIASES = (
+    (".bn.bn.", ".bn."),
+    (".conv.conv.weight", ".conv.weight"),
+    (".linear.linear.", ".linear."),
+    (".linear.", ".linear.linear."),
+    (".bn.", ".bn.bn."),
+    (".conv.weight", ".conv.conv.weight"),
+)
+
+
+def _fail(path: Path, problem: str) -> CheckpointError:
+    return CheckpointError(f"checkpoint {path}: {problem}")
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """``(state_dict, meta)`` of a supernet file; ``meta`` is ``{}`` for official OFA checkpoints.
+
+    Raises :class:`CheckpointError` for a missing file, one torch cannot read with ``weights_only=True``, or
+    one that holds no state dict of tensors.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise _fail(path, "file not found (official OFA weights go in supernets/, see supernets/README.md)")
+    if not path.is_file():
+        raise _fail(path, "is not a file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
+        m = re.search(r"Unsupported global: [^\s]+(?: [^\s]+)?", str(exc))
+        why = m.group(0).rstrip(".,") if m else type(exc).__name__
+        raise _fail(path, f"not a torch checkpoint readable with weights_only=True: corrupt, truncated or holding "
+                          f"Python objects ({why})") from None
+    meta: dict = {}
+    if isinstance(obj, dict) and "state_dict" in obj:
+        meta = obj.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise _fail(path, f"'meta' must be a dict, found {type(meta).__name__}")
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj:
+        raise _fail(path, f"holds no state dict (found {type(obj).__name__})")
+    bad = [k for k, v in obj.items() if not isinstance(k, str) or not torch.is_tensor(v)]
+    if bad:
+        raise _fail(path, f"holds {len(bad)} entries that are not named tensors, e.g. {bad[0]!r}")
+    return obj, meta
+
+
+def width_from_name(path: str | os.PathLike) -> float | None:
+    """The width multiplier written in an OFA file name (``..._w1.2`` -> 1.2), or None."""
+    m = re.search(r"_w(\d+(?:\.\d+)?)(?![\d])", Path(path).name)
+    return float(m.group(1)) if m else None
+
+
+def _find(sd: dict[str, torch.Tensor], suffix: str) -> torch.Tensor | None:
+    for key, val in sd.items():
+        if key.endswith(suffix):
+            return val
+    return None
+
+
+def _shapes_fit_width(sd: dict[str, torch.Tensor], width: float) -> bool:
+    stem = _find(sd, "first_conv.conv.weight")
+    expand = _find(sd, "final_expand_layer.conv.weight")
+    if stem is None or expand is None:
+        return False
+    return (stem.shape[0] == make_divisible(BASE_STAGE_WIDTH[0] * width, 8)
+            and expand.shape[0] == make_divisible(BASE_STAGE_WIDTH[-2] * width, 8))
+
+
+def infer_width(path: str | os.PathLike, sd: dict[str, torch.Tensor], meta: dict | None = None) -> float:
+    """The width multiplier of a supernet state dict: from its tensor shapes, trying the file name's ``_wX``,
+    ``meta["width_mult"]`` and the official widths (1.0, 1.2) in that order."""
+    candidates = [width_from_name(path), (meta or {}).get("width_mult"), *WIDTHS]
+    for width in candidates:
+        if isinstance(width, (int, float)) and width > 0 and _shapes_fit_width(sd, float(width)):
+            return float(width)
+    raise _fail(Path(path), f"its tensor shapes match no known width {list(WIDTHS)}; pass width_mult explicitly")
+
+
+def _normalise(sd: dict[str, torch.Tensor], model_keys: set[str]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    out: dict[str, torch.Tensor] = {}
+    unexpected = []
+    for key, val in sd.items():
+        k = key[len("module."):] if key.startswith("module.") else key
+        k = k.replace(".mobile_inverted_conv.", ".conv.")
+        if k not in model_keys:
+            for a, b in _ALIASES:
+                if a in k and k.replace(a, b) in model_keys:
+                    k = k.replace(a, b)
+                    break
+            else:
+                unexpected.append(key)
+                continue
+        out[k] = val
+    return out, unexpected
+
+
+def load_supernet(
+    path: str | os.PathLike,
+    n_classes: int,
+    width_mult: float | None = None,
+    head: str = "reinit",
+    return_meta: bool = False,
+) -> OFAMobileNetV3 | tuple[OFAMobileNetV3, dict]:
+    """An OFA MobileNetV3 supernet (d234, e346, k357, dropout 0) with the weights of ``path``.
+
+    Args:
+        path: an official OFA checkpoint or a cnas supernet file (see the module docstring).
+        n_classes: classes of the returned supernet's classifier.
+        width_mult: the supernet width; by default inferred from the tensor shapes (the file name's ``_w1.2`` and
+            ``meta["width_mult"]`` are tried first).
+        head: what to do with the checkpoint's classifier when its class count differs from ``n_classes``.
+            ``"reinit"`` (default): keep the fresh randomly initialised classifier (a different label set gets a
+            new head; seed torch first for reproducibility). ``"slice"``: keep the first ``n_classes`` rows, as
+            the original does (needs ``n_classes`` <= the checkpoint's classes). With equal counts the
+            classifier is always loaded.
+        return_meta: also return the file's ``meta`` dict (``{}`` for official OFA checkpoints).
+
+    Raises:
+        CheckpointError: missing, unreadable or incompatible file (unknown keys, missing keys, wrong shapes);
+            one line naming the file and the problem.
+    """
+    if head not in HEAD_MODES:
+        raise ConfigError(f"head={head!r} is not one of {list(HEAD_MODES)}")
+    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1:
+        raise ConfigError(f"n_classes must be a positive integer, got {n_classes!r}")
+    path = Path(path)
+    sd, meta = read_checkpoint(path)
+    width = float(width_mult) if width_mult is not None else infer_width(path, sd, meta)
+    net = build_supernet(n_classes, width_mult=width)
+    own = net.state_dict()
+    sd, unexpected = _normalise(sd, set(own))
+    if unexpected:
+        raise _fail(path, f"{len(unexpected)} keys unknown to the OFA MobileNetV3 d234/e346/k357 supernet, "
+                          f"e.g. {unexpected[0]!r}")
+    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise _fail(path, f"{len(missing)} supernet keys are missing, e.g. {missing[0]!r}")
+    if _CLS_W in sd and _CLS_B in sd and sd[_CLS_W].ndim == 2:
+        ckpt_classes = sd[_CLS_W].shape[0]
+        if ckpt_classes != n_classes:
+            if head == "slice":
+                if n_classes > ckpt_classes:
+                    raise _fail(path, f"head='slice' needs n_classes <= its {ckpt_classes} classes, got {n_classes}")
+                sd[_CLS_W], sd[_CLS_B] = sd[_CLS_W][:n_classes], sd[_CLS_B][:n_classes]
+            else:
+                del sd[_CLS_W], sd[_CLS_B]
+    wrong = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in sd.items() if v.shape != own[k].shape]
+    if wrong:
+        k, got, want = wrong[0]
+        raise _fail(path, f"{len(wrong)} tensors have the wrong shape for width {width}, e.g. {k!r} is {list(got)}, "
+                          f"expected {list(want)}")
+    full = {k: sd.get(k, v) for k, v in own.items()}
+    nn.Module.load_state_dict(net, full, strict=True)  # keys and shapes already checked; bypass ofa's renaming
+    if return_meta:
+        return net, dict(meta)
+    return net
+
+
+def save_supernet(path: str | os.PathLike, supernet: OFAMobileNetV3, meta: dict | None = None) -> Path:
+    """Write ``supernet`` atomically in cnas's format ``{"state_dict": ..., "meta": {...}}``.
+
+    ``meta`` (plain JSON-like values only, so that ``weights_only=True`` reads it back) is stored together with
+    ``format``, ``version``, ``width_mult``, ``n_classes``, ``ks_list``, ``expand_ratio_list`` and ``depth_list``.
+    :func:`load_supernet` with ``return_meta=True`` returns it.
+    """
+    info = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "width_mult": float(supernet.width_mult),
+        "n_classes": int(supernet.classifier.linear.out_features),
+        "ks_list": list(KERNELS),
+        "expand_ratio_list": list(EXPANSIONS),
+        "depth_list": list(DEPTHS),
+    }
+    info.update(meta or {})
+    state = {k: v.detach().cpu() for k, v in supernet.state_dict().items()}
+    return atomic_torch_save(path, {"state_dict": state, "meta": info})
+

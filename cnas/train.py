@@ -1,0 +1,74 @@
+"""``python -m cnas.train``: train and measure one architecture (the original's train.py and ee_train.py in one).
+
+    python -m cnas.train --model_path NET.subnet --output_path DIR [--dataset digits] [--epochs 5] ...
+
+An arch with ``t`` or ``b`` keys is an early-exit arch (backbone first, then exits). Writes
+``DIR/<name>.stats`` (name = the arch file's stem, e.g. ``net_3``) and, with ``--save_ckpt``, ``DIR/ckpt.pth``.
+``--model_path`` may also be a folder holding ``net.subnet`` (a pick of ``cnas.post_search``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from cnas.cli import ArgumentParser, add_dataclass_args, build_settings, given_fields, load_config_file
+from cnas.errors import ArchError, run_cli
+from cnas.evaluation import EvalSettings, evaluate_arch
+from cnas.fileio import read_json
+
+ALIASES = {
+    "epochs": ["n_epochs", "backbone_epochs"],
+    "batch_size": ["trn_batch_size"],
+    "weight_decay": ["wd"],
+}
+HELP = {
+    "dataset": "digits (bundled), cifar10, cifar100, svhn, cinic10, imagenet, imagenette, tinyimagenet, folder",
+    "data": "local path of the dataset (nothing is downloaded)",
+    "n_classes": "class count; checked against the data",
+    "search_space": "mobilenetv3 | eemobilenetv3 | cbnmobilenetv3 (default: guessed from the arch's keys)",
+    "resolution": "input resolution when the arch has no 'r'",
+    "val_split": "fraction of the training set held out for validation (never the test set)",
+    "optim": "SGD or SAM (ASAM with --adaptive)",
+    "supernet_path": "OFA supernet checkpoint to inherit weights from (see supernets/README.md)",
+    "pretrained": "inherit weights from --supernet_path",
+    "method": "early-exit training: joint (EDANAS) or bernulli (NACHOS); default by the arch's keys",
+    "top1min": "minimum accuracy (fraction) that epsilon repair keeps",
+    "mmax": "MACs budget in millions (tiny_ml and early-exit avg_macs)",
+    "device": "cpu, cuda or cuda:N",
+}
+
+
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="cnas.train", description=__doc__.split("\n")[0])
+    p.add_argument("--model_path", required=True, help="arch JSON (.subnet) or a folder holding net.subnet")
+    p.add_argument("--output_path", default=None, help="folder for the stats (default: the arch file's folder)")
+    p.add_argument("--name", default=None, help="stats file name without .stats (default: the arch file's stem)")
+    p.add_argument("--config", default=None, help="YAML file of settings; flags override it")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    add_dataclass_args(p, EvalSettings, aliases=ALIASES, help=HELP)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    model_path = Path(args.model_path)
+    if model_path.is_dir():
+        model_path = model_path / "net.subnet"
+    if model_path.suffix != ".subnet" and model_path.suffix != ".json" and model_path.exists():
+        raise ArchError(f"--model_path {model_path} is not an arch file (.subnet JSON)")
+    arch = read_json(model_path, "arch file", ArchError)
+    file_cfg = load_config_file(args.config) if args.config else {}
+    settings = build_settings(EvalSettings, file_cfg, given_fields(args, EvalSettings)).validate()
+    out_dir = Path(args.output_path) if args.output_path else model_path.parent
+    name = args.name or model_path.stem
+    log = None if args.quiet else (lambda msg: print(msg, flush=True))
+    stats = evaluate_arch(arch, settings, out_dir, name, log=log)
+    keys = ["top1", "test_top1", "params", "macs", "activations", "avg_macs", "exits_ratio", "top1_robust"]
+    summary = ", ".join(f"{k} {stats[k]}" for k in keys if k in stats)
+    print(f"{out_dir / (name + '.stats')}: {summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, prog="cnas.train"))

@@ -1,0 +1,129 @@
+"""One candidate end to end on the bundled digits data: train, measure, files, failures, determinism, CLI."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cnas import complexity
+from cnas.errors import ConfigError
+from cnas.evaluation import CandidateTask, EvalSettings, evaluate_arch, evaluate_candidate
+from cnas.spaces import get_space
+from cnas.training.trainer import TrainingDiverged
+
+torch.set_num_threads(1)
+FAST = dict(epochs=1, batch_size=64, lr=0.05, warmup_ee_epochs=1, eval_test=True)
+
+
+def small(name="mobilenetv3", **extra):
+    arch = get_space(name, 32, 32).smallest()
+    arch.update(extra)
+    arch["r"] = 32
+    return arch
+
+
+def test_single_exit_stats_and_files(tmp_path):
+    arch = small()
+    stats = evaluate_arch(arch, EvalSettings(**FAST, save_ckpt=True), tmp_path, "net_0")
+    on_disk = json.loads((tmp_path / "net_0.stats").read_text())
+    assert on_disk == stats
+    assert json.loads((tmp_path / "net_0.subnet").read_text()) == arch
+    assert 0 <= stats["top1"] <= 100 and stats["top1_split"] == "val" and "test_top1" in stats
+    counts = complexity.count(arch, 10, 32)
+    assert stats["params"] == round(counts["params"], 2) and stats["macs"] == round(counts["macs"], 2)
+    ck = torch.load(tmp_path / "ckpt.pth", weights_only=True)
+    assert ck["arch"] == arch and ck["n_classes"] == 10
+
+
+def test_same_seed_same_stats(tmp_path):
+    arch = small()
+    a = evaluate_arch(arch, EvalSettings(**FAST, seed=3))
+    b = evaluate_arch(arch, EvalSettings(**FAST, seed=3))
+    a.pop("seconds"), b.pop("seconds")
+    assert a == b
+
+
+def test_edanas_joint_exit_stats(tmp_path):
+    arch = small("eemobilenetv3", t=[0.1, 1, 0.2, 1])
+    stats = evaluate_arch(arch, EvalSettings(**FAST), tmp_path, "net_1")
+    assert len(stats["exits_ratio"]) == 3 and abs(sum(stats["exits_ratio"]) - 1) < 0.02
+    assert stats["cumulative_threshold"] is False
+    assert stats["epsilon"][:2] == [0.1, 0.2]  # EDANAS thresholds come from the arch unless tuned
+    costs = stats["exit_costs"]
+    assert costs == sorted(costs)
+    assert min(costs) - 0.01 <= stats["avg_macs"] <= max(costs) + 0.01
+    assert set(stats["branch_scores"]) == {"0", "1", "2", "global"}
+
+
+def test_nachos_bernulli_with_tuning(tmp_path):
+    arch = small("cbnmobilenetv3", b=[0, 1, 0, 1])
+    settings = EvalSettings(**FAST, ee_epochs=1, tune_epsilon=True, support_set=True, mmax=5.0)
+    stats = evaluate_arch(arch, settings, tmp_path, "net_2")
+    assert stats["cumulative_threshold"] is True
+    assert set(stats["ece_scores"]) == {"0", "1", "2"}
+    assert len(stats["support_conf"]) == 3
+    assert all(0.1 - 1e-9 <= e <= 0.9 + 1e-9 for e in stats["epsilon"][:-1])
+
+
+def test_bernulli_needs_binary_heads():
+    with pytest.raises(ConfigError, match="bernulli"):
+        evaluate_arch(small("eemobilenetv3", t=[0.1, 1, 1, 1]), EvalSettings(**FAST, method="bernulli"))
+
+
+def test_robustness_and_top1_robust():
+    stats = evaluate_arch(small(), EvalSettings(**FAST, eval_robust=True, n_draws=2, sigma_min=0.1, sigma_max=0.1,
+                                                alpha_norm=2.0))
+    assert len(stats["robustness"]) == 1 and stats["robustness"][0] >= 0
+    expected = round(0.5 * stats["top1"] + 2.0 * 0.5 * stats["robustness"][0], 2)
+    assert stats["top1_robust"] == pytest.approx(expected, abs=0.02)
+
+
+def test_divergence_leaves_no_stats_file(tmp_path):
+    with pytest.raises(TrainingDiverged):
+        evaluate_candidate(CandidateTask(small(), EvalSettings(**{**FAST, "lr": 1e12}), str(tmp_path), "net_9"))
+    assert (tmp_path / "net_9.subnet").exists()
+    assert not (tmp_path / "net_9.stats").exists()
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "cnas.train", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_cli_trains_an_arch_file(tmp_path):
+    f = tmp_path / "net_4.subnet"
+    f.write_text(json.dumps(small()))
+    r = run_cli("--model_path", str(f), "--epochs", "1", "--batch_size", "64", "--quiet", "--num_threads", "1")
+    assert r.returncode == 0, r.stderr
+    stats = json.loads((tmp_path / "net_4.stats").read_text())
+    assert "top1" in stats and "net_4.stats" in r.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--model_path", "missing.subnet"], "arch file not found"),
+    (["--model_path", "{bad}", "--epochs", "-1"], "--epochs"),
+    (["--model_path", "{bad}", "--optim", "adam"], "--optim"),
+    (["--model_path", "{bad}", "--dataset", "cifar10"], "--data"),
+    (["--model_path", "{bad}", "--adaptive", "maybe"], "--adaptive"),
+])
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, needle):
+    f = tmp_path / "a.subnet"
+    f.write_text(json.dumps(small()))
+    args = [str(f) if a == "{bad}" else a for a in args]
+    r = run_cli(*args, cwd=tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+    assert not (tmp_path / "a.stats").exists()
+
+
+def test_cli_bad_arch_is_one_line(tmp_path):
+    f = tmp_path / "bad.subnet"
+    f.write_text(json.dumps({"ks": [3], "e": [3], "d": [2, 2, 2, 2, 2], "r": 32}))
+    r = run_cli("--model_path", str(f))
+    assert r.returncode == 2 and "'ks'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    f.write_text("{not json")
+    r = run_cli("--model_path", str(f))
+    assert r.returncode == 2 and "not valid JSON" in r.stderr

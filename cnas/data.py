@@ -511,6 +511,10 @@ class TensorLoader:
         n = len(self.dataset)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass depend on (seed, epoch) only, so an interrupted training resumes exactly."""
+        self.generator.manual_seed(int(np.random.SeedSequence([self.seed, int(epoch)]).generate_state(1)[0]))
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.dataset)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
@@ -727,6 +731,14 @@ class DeviceLoader:
 
     def __len__(self) -> int:
         return len(self.loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass (order and transforms) depend on (seed, epoch) only, for exact resume."""
+        self._epoch = int(epoch)
+        gen = self.loader.generator
+        if gen is not None:
+            seed = getattr(self.loader.dataset, "seed", 0)
+            gen.manual_seed(int(np.random.SeedSequence([seed, self._epoch]).generate_state(1)[0]))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if hasattr(self.loader.dataset, "epoch"):

@@ -1,0 +1,88 @@
+"""``python -m cnas.profile NET.subnet``: params, MACs and activations of an architecture, computed exactly.
+
+Reads an arch JSON file (the original's ``.subnet`` format), validates it against its search space (given by
+``--search_space`` or guessed from its keys) and prints the counts of :mod:`cnas.complexity` in millions: a table,
+or one JSON object with ``--json``. Early-exit archs also get one row per exit (backbone, head and total MACs).
+
+Unlike the original, which counted a candidate by building it and tracing a forward pass, nothing is built: the
+counts come from closed forms that equal the measured ones exactly (see :mod:`cnas.complexity`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from cnas.complexity import count
+from cnas.errors import ArchError, ConfigError, run_cli
+from cnas.fileio import read_json
+from cnas.spaces import SPACES, exit_mask, get_space
+
+PROG = "cnas.profile"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Exact params / MACs / activations (millions) of an arch.")
+    p.add_argument("subnet", help="arch JSON file (e.g. net_0.subnet)")
+    p.add_argument("--n_classes", type=int, default=10, help="classifier outputs (default 10)")
+    p.add_argument("--resolution", type=int, default=None, help="input resolution (default: the arch's 'r')")
+    p.add_argument("--search_space", choices=sorted(SPACES), default=None,
+                   help="space to validate against (default: guessed from the arch's keys)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    return p
+
+
+def profile(arch: object, n_classes: int = 10, resolution: int | None = None, search_space: str | None = None) -> dict:
+    """Validate ``arch`` and return ``{arch, search_space, resolution, n_classes, **count(...)}``."""
+    if not isinstance(arch, dict):
+        raise ArchError(f"an architecture must be a JSON object with ks, e, d; got {type(arch).__name__}")
+    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1:
+        raise ConfigError(f"--n_classes must be a positive integer, got {n_classes!r}")
+    r = resolution if resolution is not None else arch.get("r")
+    if r is None:
+        raise ArchError("the architecture has no resolution 'r': pass --resolution R")
+    if isinstance(r, bool) or not isinstance(r, (int, float)) or not float(r).is_integer() or r < 1:
+        raise ArchError(f"resolution {r!r} is not a positive integer; pass --resolution R")
+    r = int(r)
+    name = search_space or ("eemobilenetv3" if "t" in arch else "cbnmobilenetv3" if "b" in arch else "mobilenetv3")
+    canonical = get_space(name, r, r).validate({**arch, "r": r})
+    return {"arch": canonical, "search_space": name, "resolution": r, "n_classes": n_classes,
+            **count(canonical, n_classes=n_classes, resolution=r)}
+
+
+def _table(info: dict, path: str) -> str:
+    lines = [
+        f"{path}: {info['search_space']}, resolution {info['resolution']}, {info['n_classes']} classes",
+        f"  params       {info['params']:12.4f} M",
+        f"  MACs         {info['macs']:12.4f} M" + ("  (final path)" if "exit_costs" in info else ""),
+        f"  activations  {info['activations']:12.4f} M",
+    ]
+    if "exit_costs" in info:
+        stages = [i + 1 for i, m in enumerate(exit_mask(info["arch"])) if m]
+        lines.append("  exit  after stage  pool  backbone MACs  head MACs  total MACs  head params")
+        pools = info["pool_sizes"] + ["-"]
+        names = [str(k + 1) for k in range(len(stages))] + ["final"]
+        for k, name in enumerate(names):
+            stage = stages[k] if k < len(stages) else 5
+            lines.append(
+                f"  {name:>5} {stage:>12} {pools[k]!s:>5} {info['backbone_macs'][k]:14.4f} "
+                f"{info['classifiers_macs'][k]:10.4f} {info['exit_costs'][k]:11.4f} "
+                f"{info['classifiers_params'][k]:12.4f}"
+            )
+        lines.append("  (millions; params and activations cover the backbone and every exit head)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    arch = read_json(args.subnet, what="arch file", error=ArchError)
+    info = profile(arch, n_classes=args.n_classes, resolution=args.resolution, search_space=args.search_space)
+    if args.json:
+        print(json.dumps(info, sort_keys=True))
+    else:
+        print(_table(info, args.subnet))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main, prog=PROG))

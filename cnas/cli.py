@@ -46,31 +46,55 @@ def _base_type(tp: Any) -> Any:
 
 def add_dataclass_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, *,
                        aliases: dict[str, list[str]] | None = None, skip: set[str] = frozenset(),
-                       help: dict[str, str] | None = None) -> None:
+                       help: dict[str, str] | None = None, rename: dict[str, str] | None = None) -> None:
     """One ``--<field>`` flag per field of dataclass ``cls`` with its type; default ``None`` (meaning "not given",
-    so a config file or the dataclass default applies)."""
+    so a config file or the dataclass default applies). ``rename`` maps a field to another flag name (its dest)."""
     hints = typing.get_type_hints(cls)
-    aliases, help = aliases or {}, help or {}
+    aliases, help, rename = aliases or {}, help or {}, rename or {}
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         tp = _base_type(hints[f.name])
-        names = [f"--{f.name}"] + [f"--{a}" for a in aliases.get(f.name, [])]
+        flag = rename.get(f.name, f.name)
+        names = [f"--{flag}"] + [f"--{a}" for a in aliases.get(f.name, [])]
         default = f.default if f.default is not dataclasses.MISSING else None
         text = help.get(f.name, "") + (f" (default: {default})" if default is not None else "")
         if tp is bool:
-            parser.add_argument(*names, dest=f.name, type=str2bool, nargs="?", const=True, default=None,
+            parser.add_argument(*names, dest=flag, type=str2bool, nargs="?", const=True, default=None,
                                 metavar="BOOL", help=text)
         elif tp in (int, float, str):
-            parser.add_argument(*names, dest=f.name, type=tp, default=None, help=text)
+            parser.add_argument(*names, dest=flag, type=tp, default=None, help=text)
         else:
-            parser.add_argument(*names, dest=f.name, default=None, help=text)
+            parser.add_argument(*names, dest=flag, default=None, help=text)
 
 
-def given_fields(args: argparse.Namespace, cls: type) -> dict:
-    """The dataclass fields that were given on the command line (not None)."""
+def given_fields(args: argparse.Namespace, cls: type, rename: dict[str, str] | None = None,
+                 skip: set[str] = frozenset()) -> dict:
+    """The dataclass fields that were given on the command line (not None), under their field names."""
+    rename = rename or {}
+    given = vars(args)
+    out = {}
+    for f in dataclasses.fields(cls):
+        dest = rename.get(f.name, f.name)
+        if f.name not in skip and given.get(dest) is not None:
+            out[f.name] = given[dest]
+    return out
+
+
+def split_config(data: dict, cls: type, rename: dict[str, str] | None = None) -> dict:
+    """The part of a flat config-file mapping that belongs to ``cls`` (keys may use the renamed flag names)."""
+    rename = rename or {}
+    back = {v: k for k, v in rename.items()}
     names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+    out = {}
+    for k, v in data.items():
+        if k in back:
+            k = back[k]
+        elif k in rename:  # this field's flag has another name; the key belongs to someone else
+            continue
+        if k in names:
+            out[k] = v
+    return out
 
 
 def load_config_file(path: str | Path) -> dict:

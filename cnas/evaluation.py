@@ -41,20 +41,21 @@ class EvalSettings:
     search_space: str | None = None
     resolution: int | None = None  # used when the arch has no 'r'
     val_split: float = 0.2
-    batch_size: int = 128
+    batch_size: int = 64
     num_workers: int = 0
-    # training (single exit, and the backbone stage of early-exit nets)
+    # training (single exit, and the backbone stage of early-exit nets); the original used batch 128, lr 0.01,
+    # no warm-up and no label smoothing, which does not learn in a few epochs from scratch
     epochs: int = 5
     optim: str = "SGD"
-    lr: float = 0.01
+    lr: float = 0.05
     lr_min: float = 0.0
     momentum: float = 0.9
     weight_decay: float = 5e-5
     nesterov: bool = False
     rho: float = 2.0
     adaptive: bool = True
-    label_smoothing: float = 0.0
-    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.1
+    warmup_epochs: float = 1.0
     grad_clip: float | None = None
     seed: int = 42
     # weights
@@ -73,9 +74,9 @@ class EvalSettings:
     alpha: float = 0.5
     alpha_norm: float = 1.0
     # technological constraints (tiny_ml) and early-exit budget
-    pmax: float = 2.0
-    mmax: float = 1e10
-    amax: float = 5.0
+    pmax: float | None = None  # None: no hard limit (tiny_ml then uses the original's 2)
+    mmax: float | None = None  # None: no limit (tiny_ml: 1e10)
+    amax: float | None = None  # None: no hard limit (tiny_ml: 5)
     wp: float = 1.0
     wm: float = 1 / 40
     wa: float = 1.0
@@ -109,6 +110,12 @@ class EvalSettings:
             raise ConfigError(f"--top1min is a minimum accuracy as a fraction in [0, 1], got {self.top1min}")
         self.train_config().validate()
         return self
+
+    def tiny_ml_kwargs(self) -> dict:
+        """tiny_ml's limits: the given ones, else the original's defaults (2 M params, no MACs limit, 5 M acts)."""
+        return dict(pmax=2.0 if self.pmax is None else self.pmax, mmax=1e10 if self.mmax is None else self.mmax,
+                    amax=5.0 if self.amax is None else self.amax, wp=self.wp, wm=self.wm, wa=self.wa,
+                    penalty=self.penalty)
 
     def train_config(self) -> TrainConfig:
         names = {f.name for f in fields(TrainConfig)}
@@ -224,7 +231,7 @@ def evaluate_arch(arch: dict, settings: EvalSettings, out_dir: str | Path | None
                               "EDANAS 't' archs train with --method joint")
         ee = EEConfig(method=method, warmup_ee_epochs=settings.warmup_ee_epochs,
                       ee_epochs=settings.ee_epochs, w_alpha=settings.w_alpha, w_beta=settings.w_beta,
-                      w_gamma=settings.w_gamma, mmax=settings.mmax, top1min=settings.top1min,
+                      w_gamma=settings.w_gamma, mmax=settings.tiny_ml_kwargs()["mmax"], top1min=settings.top1min,
                       tune_epsilon=settings.tune_epsilon, support_set=settings.support_set)
         model = EENetwork(subnet, arch, n_classes, resolution=r).to(dev)
         costs = exit_costs(counts)
@@ -252,9 +259,8 @@ def evaluate_arch(arch: dict, settings: EvalSettings, out_dir: str | Path | None
         if settings.eval_test and val is not None:
             stats["test_top1"] = (1 - evaluate(model, loaders.test, dev)["acc"]) * 100
     stats.update({k: counts[k] for k in ("params", "macs", "activations")})
-    stats["tiny_ml"] = complexity.tiny_ml(counts["params"], counts["macs"], counts["activations"], settings.pmax,
-                                          settings.mmax, settings.amax, settings.wp, settings.wm, settings.wa,
-                                          settings.penalty)
+    stats["tiny_ml"] = complexity.tiny_ml(counts["params"], counts["macs"], counts["activations"],
+                                          **settings.tiny_ml_kwargs())
     if settings.eval_robust:
         from cnas.training.robustness import sigma_grid, top1_robust, weight_robustness
 

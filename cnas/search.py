@@ -1,0 +1,117 @@
+"""``python -m cnas.search``: constrained multi-objective NAS with surrogates (flags as the original's cnas.py).
+
+    python -m cnas.search --sec_obj macs --search_space eemobilenetv3
+    python -m cnas.search --resume results/run/iter_5.stats
+
+Search flags are :class:`cnas.engine.SearchConfig`'s; evaluation flags are :class:`cnas.evaluation.EvalSettings`'s
+(``--n_epochs`` for training epochs and ``--train_lr`` for the learning rate, since ``--lr``/``--ur`` are the
+lower/upper resolution as in the original). ``--config FILE.yaml`` holds any of them; flags override it. On
+``--resume`` the run's own ``config.json`` is the base.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from cnas.cli import (ArgumentParser, add_dataclass_args, build_settings, given_fields, load_config_file,
+                      split_config)
+from cnas.engine import Search, SearchConfig
+from cnas.errors import ConfigError, StatsFileError, run_cli
+from cnas.evaluation import EvalSettings
+from cnas.fileio import read_json
+
+EVAL_RENAME = {"lr": "train_lr", "epochs": "n_epochs", "seed": "train_seed"}
+EVAL_SKIP = {"search_space", "resolution", "progress"}
+HELP = {
+    "save": "output folder of the run",
+    "first_obj": "top1 or top1_robust",
+    "sec_obj": "params, macs, activations, tiny_ml, avg_macs, top1_robust; several comma-separated names run a "
+               "search with three or more objectives; none: single-objective",
+    "iterations": "search iterations after the initial design",
+    "n_doe": "size of the initial design (smallest, largest and random archs)",
+    "n_iter": "archs evaluated per iteration",
+    "first_predictor": "surrogate of the first objective: rbf, gp, mlp, carts, as",
+    "sec_predictor": "surrogate of a predicted second objective (avg_macs, top1_robust); default: first_predictor",
+    "lr": "lower input resolution", "ur": "upper input resolution", "rstep": "resolution step",
+    "patience": "stop after this many iterations without hypervolume gain (0: never)",
+    "constraint_mode": "native (pymoo constraints, feasibility first) or penalty (the original's)",
+    "executor": "local or ray", "n_workers": "local worker processes (one torch thread each)",
+    "gpu_list": "GPU ids for local workers, e.g. '0 1 2 3'", "gpu": "GPUs per job (ray)",
+    "ray_address": "auto or HOST:PORT of a running Ray cluster (default: a local Ray instance)",
+    "timeout": "seconds per candidate evaluation before it counts as failed",
+    "train_lr": "training learning rate", "n_epochs": "training epochs per candidate",
+}
+
+
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="cnas.search", description=__doc__.split("\n")[0])
+    p.add_argument("--resume", default=None, help="<save>/iter_X.stats (or <save>/iter_X) to continue from")
+    p.add_argument("--config", default=None, help="YAML file of settings; flags override it")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_dataclass_args(p.add_argument_group("search"), SearchConfig, help=HELP)
+    add_dataclass_args(p.add_argument_group("evaluation of each candidate"), EvalSettings, rename=EVAL_RENAME,
+                       skip=EVAL_SKIP, help=HELP)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    base_s, base_e = {}, {}
+    if args.resume:
+        stats = Path(args.resume)
+        cfg_file = stats.parent / "config.json"
+        if not stats.exists() and not Path(str(stats) + ".stats").exists() and not stats.is_dir():
+            raise StatsFileError(f"--resume {stats}: no such stats file")
+        if cfg_file.exists():
+            rec = read_json(cfg_file, "config file", StatsFileError)
+            base_s, base_e = rec.get("search", {}), rec.get("evaluation", {})
+            base_s["save"] = str(stats.parent)
+    file_cfg = load_config_file(args.config) if args.config else {}
+    known = set(split_config(file_cfg, SearchConfig)) | set(split_config(file_cfg, EvalSettings, EVAL_RENAME)) \
+        | set(EVAL_RENAME.values())
+    unknown = sorted(k for k in file_cfg if k not in known)
+    if unknown:
+        raise ConfigError(f"config file {args.config}: unknown setting(s) {', '.join(unknown)}")
+    cfg = build_settings(SearchConfig, base_s, split_config(file_cfg, SearchConfig), given_fields(args, SearchConfig))
+    ev_given = given_fields(args, EvalSettings, EVAL_RENAME, EVAL_SKIP)
+    ev = build_settings(EvalSettings, {k: v for k, v in base_e.items() if k not in EVAL_SKIP},
+                        split_config(file_cfg, EvalSettings, EVAL_RENAME), ev_given)
+    if args.quiet:
+        cfg.progress = False
+    search = Search(cfg, ev, log=lambda m: print(m, flush=True))
+    search.log(f"cnas search: {', '.join(search.objectives)} on {cfg.search_space} "
+               f"({ev.dataset}, {search.n_classes} classes), saving to {search.save}")
+    archive = search.run(resume=args.resume)
+    summary(search, archive)
+    return 0
+
+
+def summary(search: Search, archive) -> None:
+    import numpy as np
+
+    from cnas.problems import non_dominated
+
+    F = search.F(archive.entries)
+    feas = search.feasible(archive.entries)
+    nd = [i for i in non_dominated(F) if feas[i]] if len(F) else []
+    nd = sorted(nd, key=lambda i: F[i, 0])
+    lines = [f"done: {len(archive)} archs evaluated ({int(feas.sum())} feasible, {len(archive.failed)} failed); "
+             f"final hypervolume {search.hv_history[-1]:.4f}" if search.hv_history else "done"]
+    lines.append("non-dominated feasible archs:")
+    head = "  " + "  ".join(f"{n:>12}" for n in search.objectives) + "  folder"
+    lines.append(head)
+    for i in nd[:15]:
+        e = archive.entries[i]
+        lines.append("  " + "  ".join(f"{v:>12.3f}" for v in F[i]) + f"  {search.save / e.folder}")
+    text = "\n".join(lines)
+    print(text)
+    from cnas.fileio import atomic_write_text
+
+    atomic_write_text(search.save / "summary.txt", text + "\n")
+    _ = np, asdict
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, prog="cnas.search"))

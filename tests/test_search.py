@@ -1,0 +1,228 @@
+"""The search loop: files, resume equivalence, crash-and-resume, failure isolation, constraints, bad input.
+
+Most tests inject an executor whose "training" is a deterministic function of the arch (so the loop's logic is
+tested in seconds); one test runs the real command end to end on the bundled data.
+"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cnas import complexity
+from cnas.engine import Search, SearchConfig
+from cnas.errors import ConfigError
+from cnas.evaluation import EvalSettings
+from cnas.executors import TaskResult
+from cnas.fileio import atomic_write_json
+
+
+def fake_stats(arch):
+    c = complexity.count(arch, 10)
+    top1 = 40.0 - 1.2 * sum(arch["d"]) - 0.3 * float(np.mean(arch["e"])) - 0.15 * float(np.mean(arch["ks"]))
+    stats = {"top1": round(top1, 4), "params": c["params"], "macs": c["macs"], "activations": c["activations"]}
+    if "exit_costs" in c:
+        stats["avg_macs"] = round(0.6 * c["exit_costs"][0] + 0.4 * c["exit_costs"][-1], 4)
+    return stats
+
+
+class FakeExecutor:
+    def __init__(self, fail=lambda arch: False, crash_after=None):
+        self.calls, self.fail, self.crash_after = 0, fail, crash_after
+
+    def map(self, fn, items, labels=None):
+        out = []
+        for i, task in enumerate(items):
+            if self.crash_after is not None and self.calls >= self.crash_after:
+                raise KeyboardInterrupt("simulated kill")
+            self.calls += 1
+            atomic_write_json(f"{task.out_dir}/{task.name}.subnet", task.arch)
+            if self.fail(task.arch):
+                out.append(TaskResult(i, False, error="RuntimeError: simulated OOM"))
+                continue
+            stats = fake_stats(task.arch)
+            atomic_write_json(f"{task.out_dir}/{task.name}.stats", stats)
+            out.append(TaskResult(i, True, value=stats))
+        return out
+
+    def close(self):
+        pass
+
+
+def config(tmp_path, name="run", **kw):
+    base = dict(save=str(tmp_path / name), sec_obj="macs", n_doe=10, iterations=3, n_iter=4, pop_size=20,
+                n_gens=5, first_predictor="rbf", seed=1, plots=False, progress=False)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+def run(cfg, ev=None, executor=None, resume=None):
+    s = Search(cfg, ev or EvalSettings(), log=lambda m: None, executor=executor or FakeExecutor())
+    return s, s.run(resume=resume)
+
+
+def archive_rows(save, it):
+    return json.loads((save / f"iter_{it}.stats").read_text())["archive"]
+
+
+def test_files_and_stats_keys(tmp_path):
+    cfg = config(tmp_path, plots=True)
+    s, archive = run(cfg)
+    save = tmp_path / "run"
+    assert len(archive) == 10 + 3 * 4
+    cfgj = json.loads((save / "config.json").read_text())
+    assert cfgj["search"]["sec_obj"] == "macs" and cfgj["objectives"] == ["top1", "macs"]
+    for it in range(4):
+        st = json.loads((save / f"iter_{it}.stats").read_text())
+        for key in ("archive", "candidates", "first_surrogate", "sec_surrogate", "hv", "alpha_norm", "timing",
+                    "n_failed", "settings_hash"):
+            assert key in st
+        assert len(st["archive"]) == 10 + 4 * it
+    st = json.loads((save / "iter_3.stats").read_text())
+    assert st["first_surrogate"]["model"] == "rbf" and "tau" in st["first_surrogate"]
+    # archive rows are [arch, top1, macs] with the exact macs of that arch
+    for arch, top1, macs in st["archive"]:
+        assert macs == pytest.approx(complexity.count(arch, 10)["macs"])
+        assert top1 == pytest.approx(fake_stats(arch)["top1"])
+    assert (save / "plots" / "iter_3.png").exists() and (save / "plots" / "hv.png").exists()
+    hv = [json.loads((save / f"iter_{i}.stats").read_text())["hv"] for i in range(4)]
+    assert hv == sorted(hv) and hv[-1] > 0  # the archive only grows, so its hypervolume cannot fall
+
+
+def test_no_duplicates_and_integer_archs(tmp_path):
+    s, archive = run(config(tmp_path, iterations=4))
+    keys = [json.dumps(a, sort_keys=True) for a in archive.archs()]
+    assert len(keys) == len(set(keys))
+    for a in archive.archs():
+        assert s.space.validate(a)  # decodable, canonical, in bounds
+
+
+def test_search_beats_random_sampling(tmp_path):
+    from cnas.problems import hypervolume, non_dominated
+
+    s, archive = run(config(tmp_path, iterations=4, n_gens=10))
+    F = s.F(archive.entries)
+    rnd = [s.with_r(a) for a in s.space.sample(len(archive) - 10, 123)]
+    design = archive.entries[:10]
+    G = np.vstack([F[:10], [[fake_stats(a)["top1"], complexity.count(a, 10)["macs"]] for a in rnd]])
+    hv_search = hypervolume(F[non_dominated(F)], s.ref_point)
+    hv_random = hypervolume(G[non_dominated(G)], s.ref_point)
+    assert len(design) == 10 and hv_search > hv_random
+
+
+def test_resume_gives_the_uninterrupted_archive(tmp_path):
+    run(config(tmp_path, name="full"))
+    run(config(tmp_path, name="part", iterations=1))
+    run(config(tmp_path, name="part", iterations=3), resume=str(tmp_path / "part" / "iter_1.stats"))
+    assert archive_rows(tmp_path / "full", 3) == archive_rows(tmp_path / "part", 3)
+
+
+def test_crash_mid_iteration_reuses_finished_candidates(tmp_path):
+    full_s, _ = run(config(tmp_path, name="full"))
+    crash = FakeExecutor(crash_after=10 + 4 + 2)  # dies after 2 of iteration 2's 4 candidates
+    with pytest.raises(KeyboardInterrupt):
+        run(config(tmp_path, name="part"), executor=crash)
+    assert (tmp_path / "part" / "iter_1.stats").exists() and not (tmp_path / "part" / "iter_2.stats").exists()
+    again = FakeExecutor()
+    run(config(tmp_path, name="part"), executor=again, resume=str(tmp_path / "part" / "iter_1.stats"))
+    assert again.calls == 2 + 4  # only the in-flight candidates of iteration 2, then iteration 3
+    assert archive_rows(tmp_path / "full", 3) == archive_rows(tmp_path / "part", 3)
+
+
+def test_failures_are_isolated(tmp_path):
+    def fail(arch):
+        return arch["d"][0] == 3
+
+    s, archive = run(config(tmp_path), executor=FakeExecutor(fail=fail))
+    assert all(a["d"][0] != 3 for a in archive.archs())
+    assert archive.failed and all(f.arch["d"][0] == 3 for f in archive.failed)
+    for e in archive.entries:  # every stat belongs to its own arch
+        assert e.stats == fake_stats(e.arch)
+    failed_dirs = list((tmp_path / "run" / "failed").iterdir())
+    assert len(failed_dirs) == len(archive.failed)
+    assert "simulated OOM" in (failed_dirs[0] / "error.txt").read_text()
+
+
+def test_native_constraints_prefer_feasible(tmp_path):
+    ev = EvalSettings(pmax=3.5)
+    s, archive = run(config(tmp_path, iterations=3), ev=ev)
+    params = np.array([complexity.count(a, 10)["params"] for a in archive.archs()[10:]])
+    assert np.mean(params <= 3.5) >= 0.75  # new candidates respect the limit (the design need not)
+    st = json.loads((tmp_path / "run" / "iter_3.stats").read_text())
+    assert st["n_feasible"] == int(np.sum([complexity.count(a, 10)["params"] <= 3.5 for a in archive.archs()]))
+
+
+def test_three_objectives_and_single_objective(tmp_path):
+    s, archive = run(config(tmp_path, name="three", sec_obj="macs,activations", iterations=2))
+    st = json.loads((tmp_path / "three" / "iter_2.stats").read_text())
+    assert st["objectives"] == ["top1", "macs", "activations"] and len(st["archive"][0]) == 4
+    s, archive = run(config(tmp_path, name="one", sec_obj=None, iterations=2))
+    assert len(archive) == 18
+
+
+def test_avg_macs_on_early_exit_space(tmp_path):
+    s, archive = run(config(tmp_path, sec_obj="avg_macs", search_space="eemobilenetv3", iterations=2))
+    st = json.loads((tmp_path / "run" / "iter_2.stats").read_text())
+    assert st["sec_surrogate"]["name"] == "avg_macs"
+    assert all("t" in a for a in archive.archs())
+
+
+@pytest.mark.parametrize("kw,needle", [
+    (dict(sec_obj="avg_macs"), "early-exit"),
+    (dict(sec_obj="flops"), "unknown objective 'flops'"),
+    (dict(first_predictor="svm"), "unknown predictor 'svm'"),
+    (dict(search_space="resnet"), "unknown search space"),
+    (dict(n_doe=1), "--n_doe"),
+])
+def test_bad_settings(tmp_path, kw, needle):
+    with pytest.raises(ConfigError, match=needle):
+        Search(config(tmp_path, **kw), EvalSettings(), log=lambda m: None, executor=FakeExecutor())
+
+
+def test_refuses_to_overwrite_and_incompatible_resume(tmp_path):
+    run(config(tmp_path, iterations=1))
+    before = (tmp_path / "run" / "iter_1.stats").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a search"):
+        run(config(tmp_path, iterations=1))
+    with pytest.raises(ConfigError, match="settings differ"):
+        run(config(tmp_path, iterations=2, n_iter=5), resume=str(tmp_path / "run" / "iter_1.stats"))
+    assert (tmp_path / "run" / "iter_1.stats").read_bytes() == before
+
+
+def cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "cnas.search", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=600)
+
+
+def test_cli_end_to_end_and_resume(tmp_path):
+    common = ["--save", "r", "--sec_obj", "macs", "--n_doe", "3", "--n_iter", "2", "--n_epochs", "1",
+              "--first_predictor", "rbf", "--pop_size", "10", "--n_gens", "3", "--quiet", "--num_threads", "1"]
+    res = cli(*common, "--iterations", "1", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "iter 1:" in res.stdout and (tmp_path / "r" / "summary.txt").exists()
+    res = cli("--resume", "r/iter_1.stats", "--iterations", "2", "--quiet", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    st = json.loads((tmp_path / "r" / "iter_2.stats").read_text())
+    assert len(st["archive"]) == 3 + 2 + 2
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--sec_obj", "avg_macs"], "early-exit"),
+    (["--resume", "nowhere/iter_3.stats"], "no such stats file"),
+    (["--n_doe", "ten"], "--n_doe"),
+    (["--config", "missing.yaml"], "config file not found"),
+])
+def test_cli_bad_input_one_line(tmp_path, args, needle):
+    res = cli(*args, cwd=tmp_path)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], res.stderr
+
+
+def test_cli_corrupt_stats_file(tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "iter_2.stats").write_text("{truncated")
+    res = cli("--resume", "r/iter_2.stats", cwd=tmp_path)
+    assert res.returncode == 2 and "not valid JSON" in res.stderr

@@ -1,0 +1,253 @@
+"""Speed and rank quality of the surrogate predictors (``cnas.surrogates``).
+
+Synthetic archive tasks over the 46-gene MobileNetV3 encoding (resolutions 128..224 step 4), archives of 100,
+300 and 1000 archs, a held-out set of 1000 archs:
+
+- ``linear_sine``: a linear function of the scaled genes plus a sine of another linear function, plus noise
+  (the kind of target on which the original's rbf/gp reached tau 0.82, carts 0.28 and its mlp below 0);
+- ``additive``: a sum of random per-gene lookup tables (a non-linear effect per gene), plus noise;
+- ``capacity``: an error-like target, minus the log of the network's work (sum over *present* layers of
+  kernel^2 * expansion * stage width, times resolution^2): depth gates the layer genes and the resolution
+  multiplies everything (interactions), plus noise.
+
+Noise is Gaussian with a standard deviation of 10% of the noise-free target's. For each predictor the script
+prints fit time, predict time for 40 and for 10,000 archs, Kendall tau and RMSE on the held-out set; then
+original-like baselines on the smallest archive size (5000 CARTs predicted one tree at a time in Python, and a
+DACE-like Kriging: ordinary least-squares trend, no nugget), adaptive switching fit time with 1 and 2 fold
+workers, and, for each ``iter_X.stats`` file given on the command line, the same figures by 5-fold
+cross-validation on its archive (target: the first objective).
+
+    python benchmarks/surrogates.py [--sizes 100 300 1000] [--tasks ...] [--predictors ...] [iter_X.stats ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cnas.errors import StatsFileError, UsageError, run_cli  # noqa: E402
+from cnas.fileio import read_json  # noqa: E402
+from cnas.spaces import EXPANSIONS, KERNELS, get_space, space_for_arch  # noqa: E402
+from cnas.surrogates import PREDICTORS, get_predictor, rank_quality  # noqa: E402
+
+SPACE = get_space("mobilenetv3", 128, 224, 4)
+STAGE_WIDTH = np.array([24, 40, 80, 112, 160], dtype=float)  # OFA MobileNetV3 stage output widths
+TASKS = ("linear_sine", "additive", "capacity")
+
+
+# ---------------------------------------------------------------------------------------------- tasks
+def _noise_free(task: str, X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The noise-free target; ``rng`` (seeded per task) draws the task's fixed coefficients."""
+    Xs = X / SPACE.xu
+    if task == "linear_sine":
+        w, v = rng.uniform(-1, 1, X.shape[1]), rng.uniform(-1, 1, X.shape[1])
+        return Xs @ w + 0.5 * np.sin(3.0 * (Xs @ v))
+    if task == "additive":
+        tables = rng.normal(size=(X.shape[1], int(SPACE.xu.max()) + 1))
+        return tables[np.arange(X.shape[1]), X].sum(axis=1)
+    if task == "capacity":
+        ks, es = np.asarray(KERNELS, float), np.asarray(EXPANSIONS, float)
+        work = np.zeros(len(X))
+        for i in range(5):
+            o = 9 * i
+            depth = 2 + X[:, o]
+            for j in range(4):
+                present = j < depth
+                work += present * ks[X[:, o + 1 + j]] ** 2 * es[X[:, o + 5 + j]] * STAGE_WIDTH[i]
+        res = SPACE.resolutions[0] + SPACE.rstep * X[:, -1]
+        return 30.0 - 4.0 * np.log(work * (res / 224.0) ** 2)
+    raise ValueError(task)
+
+
+def make_task(task: str, n_train: int, n_test: int, seed: int):
+    rng = np.random.default_rng(seed)
+    X = SPACE.sample_encodings(n_train + n_test, rng)
+    f = _noise_free(task, X, np.random.default_rng([seed, TASKS.index(task)]))
+    y = f + 0.1 * f.std() * rng.normal(size=len(f))
+    return X[:n_train], y[:n_train], X[n_train:], y[n_train:]
+
+
+# ---------------------------------------------------------------------------------------------- timing
+def _time(fn, repeat: int = 1) -> float:
+    """Best wall time of ``repeat`` calls."""
+    return _times(fn, repeat)[0]
+
+
+def _times(fn, repeat: int = 1) -> tuple[float, float]:
+    """Best wall time and best process CPU time (all threads) of ``repeat`` calls. On a shared machine the
+    wall time includes waiting for the cores; the CPU time is the work itself."""
+    wall = cpu = np.inf
+    for _ in range(repeat):
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        wall, cpu = min(wall, time.perf_counter() - t), min(cpu, time.process_time() - c)
+    return wall, cpu
+
+
+def measure(name: str, X, y, Xt, yt, X40, X10k, seed: int, **params) -> dict:
+    model = get_predictor(name, random_state=seed, **params)
+    fit_s, fit_cpu = _times(lambda: model.fit(X, y))
+    p40 = _time(lambda: model.predict(X40), repeat=5)
+    p10k = _time(lambda: model.predict(X10k), repeat=2)
+    q = rank_quality(model.predict(Xt), yt)
+    row = {"fit_s": fit_s, "fit_cpu": fit_cpu, "pred40_ms": 1e3 * p40, "pred10k_s": p10k, "tau": q.tau,
+           "rmse": q.rmse}
+    if name == "as":
+        row["winner"] = model.winner_
+    return row
+
+
+HEADER = (f"{'task':<12} {'n':>5} {'predictor':<12} {'fit s':>8} {'fit cpu s':>9} {'pred 40 ms':>11} "
+          f"{'pred 10k s':>11} {'tau':>7} {'rmse':>8}")
+
+
+def fmt(task, n, name, r) -> str:
+    extra = f"  winner={r['winner']}" if "winner" in r else ""
+    return (f"{task:<12} {n:>5} {name:<12} {r['fit_s']:>8.3f} {r['fit_cpu']:>9.3f} {r['pred40_ms']:>11.2f} "
+            f"{r['pred10k_s']:>11.3f} {r['tau']:>7.3f} {r['rmse']:>8.3f}{extra}")
+
+
+# ---------------------------------------------------------------------------------------------- baseline
+def original_like_carts(X, y, Xq, n_trees: int = 5000, seed: int = 0):
+    """The original's scheme: n_trees CARTs, each on a bootstrap sample and a random half of the genes, and a
+    prediction that loops over the trees in Python. Returns (fit s, predictor function)."""
+    from sklearn.tree import DecisionTreeRegressor
+
+    rng = np.random.default_rng(seed)
+    n, d = X.shape
+    trees = []
+    t = time.perf_counter()
+    for _ in range(n_trees):
+        cols = np.sort(rng.choice(d, d // 2, replace=False))
+        rows = rng.integers(0, n, n)
+        trees.append((cols, DecisionTreeRegressor().fit(X[rows][:, cols], y[rows])))
+    fit_s = time.perf_counter() - t
+    return fit_s, lambda Z: np.mean([tree.predict(Z[:, cols]) for cols, tree in trees], axis=0)
+
+
+def dace_like_gp(X, y, Xq):
+    """A pydacefit-like Kriging: ordinary least-squares linear trend, isotropic Gaussian correlation, no
+    nugget (exact interpolation), hyper-parameters by maximum likelihood. Predictions for ``Xq``."""
+    import warnings
+
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import RBF, ConstantKernel
+
+    lo, span = X.min(0), np.maximum(X.max(0) - X.min(0), 1)
+    A = np.c_[np.ones(len(X)), (X - lo) / span]
+    Aq = np.c_[np.ones(len(Xq)), (Xq - lo) / span]
+    beta = np.linalg.lstsq(A, y, rcond=None)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gp = GaussianProcessRegressor(ConstantKernel() * RBF(1.0, (1e-2, 1e3)), alpha=1e-8, normalize_y=True)
+        gp.fit(A[:, 1:], y - A @ beta)
+    return Aq @ beta + gp.predict(Aq[:, 1:])
+
+
+def baselines(tasks, n: int, n_test: int, X40, seed: int) -> None:
+    print(f"\noriginal-like baselines on {n} archs (held-out tau; rbf is the original's model exactly):")
+    for task in tasks:
+        X, y, Xt, yt = make_task(task, n, n_test, seed)
+        X, Xt = X.astype(float), Xt.astype(float)
+        fit_s, predict = original_like_carts(X, y, X40, seed=seed)
+        t = time.perf_counter()
+        predict(X40.astype(float))
+        pred_s = time.perf_counter() - t
+        fast = get_predictor("carts", random_state=seed).fit(X, y)
+        print(f"  {task:<12} carts 5000 trees, per-tree loop: fit {fit_s:.2f} s, predict 40 archs "
+              f"{1e3 * pred_s:.1f} ms (cnas carts {1e3 * _time(lambda: fast.predict(X40), 5):.2f} ms), "
+              f"tau {rank_quality(predict(Xt), yt).tau:.3f}; DACE-like gp tau "
+              f"{rank_quality(dace_like_gp(X, y, Xt), yt).tau:.3f}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- real archives
+def load_archive(path: str) -> tuple[np.ndarray, np.ndarray, object]:
+    """Encodings and first-objective values of the archive in an ``iter_X.stats`` file."""
+    stats = read_json(path, "stats file", StatsFileError)
+    archive = stats.get("archive") if isinstance(stats, dict) else None
+    if not isinstance(archive, list) or not archive:
+        raise StatsFileError(f"{path} has no 'archive' list; give an iter_X.stats file written by a search")
+    try:
+        archs = [entry[0] for entry in archive]
+        y = np.array([float(entry[1]) for entry in archive])
+    except (TypeError, IndexError, ValueError) as err:
+        raise StatsFileError(f"{path}: archive entries must be [arch, f1, f2, ...] ({err})") from None
+    rs = [a.get("r") for a in archs if isinstance(a, dict) and "r" in a]
+    space = space_for_arch(archs[0], lr=min(rs) if rs else None, ur=max(rs) if rs else None)
+    return space.encode_many(archs), y, space
+
+
+def bench_archive(path: str, names, seed: int) -> None:
+    from sklearn.model_selection import KFold
+
+    X, y, space = load_archive(path)
+    rng = np.random.default_rng(seed)
+    X40, X10k = space.sample_encodings(40, rng), space.sample_encodings(10_000, rng)
+    print(f"\narchive {path}: {len(X)} archs, {X.shape[1]} genes ({space.name}); 5-fold CV tau / rmse")
+    print(HEADER)
+    for name in names:
+        pred = np.zeros(len(y))
+        for trn, tst in KFold(min(5, len(X)), shuffle=True, random_state=seed).split(X):
+            pred[tst] = get_predictor(name, random_state=seed).fit(X[trn], y[trn]).predict(X[tst])
+        q = rank_quality(pred, y)
+        model = get_predictor(name, random_state=seed)
+        fit_s, fit_cpu = _times(lambda: model.fit(X, y))
+        r = {"fit_s": fit_s, "fit_cpu": fit_cpu, "pred40_ms": 1e3 * _time(lambda: model.predict(X40), 5),
+             "pred10k_s": _time(lambda: model.predict(X10k)), "tau": q.tau, "rmse": q.rmse}
+        print(fmt(Path(path).name[:12], len(X), name, r), flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("stats", nargs="*", help="iter_X.stats files whose archives to benchmark on")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100, 300, 1000])
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    ap.add_argument("--predictors", nargs="+", default=list(PREDICTORS), choices=list(PREDICTORS))
+    ap.add_argument("--n-test", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-baseline", action="store_true", help="skip the original-like 5000-CART baseline")
+    ap.add_argument("--no-as-jobs", action="store_true", help="skip the adaptive-switching n_jobs comparison")
+    args = ap.parse_args(argv)
+    if any(n < 2 for n in args.sizes):
+        raise UsageError(f"--sizes must be at least 2, got {args.sizes}")
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(args.seed + 1)
+    X40, X10k = SPACE.sample_encodings(40, rng), SPACE.sample_encodings(10_000, rng)
+
+    print(f"synthetic tasks on {SPACE.n_var} genes, held-out set of {args.n_test}; torch threads 1; "
+          f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(HEADER)
+    for task in args.tasks:
+        for n in args.sizes:
+            X, y, Xt, yt = make_task(task, n, args.n_test, args.seed)
+            for name in args.predictors:
+                print(fmt(task, n, name, measure(name, X, y, Xt, yt, X40, X10k, args.seed)), flush=True)
+
+    if not args.no_baseline:
+        baselines(args.tasks, min(args.sizes), args.n_test, X40, args.seed)
+
+    if not args.no_as_jobs and "as" in args.predictors:
+        print("\nadaptive switching fit time by fold workers (linear_sine):")
+        for n in args.sizes:
+            X, y, _, _ = make_task("linear_sine", n, 0, args.seed)
+            for n_jobs in (1, 2):
+                m = get_predictor("as", random_state=args.seed, n_jobs=n_jobs)
+                wall, cpu = _times(lambda: m.fit(X, y))
+                print(f"  n={n:<5} n_jobs={n_jobs}: fit {wall:.2f} s wall, {cpu:.2f} s CPU", flush=True)
+
+    for path in args.stats:
+        bench_archive(path, args.predictors, args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, prog="benchmarks/surrogates.py"))

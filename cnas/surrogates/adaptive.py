@@ -1,0 +1,121 @@
+"""Adaptive switching (``as``): pick the predictor that ranks best under k-fold cross-validation, refit it.
+
+As the original: k folds (default 10), each pool model fitted on k-1 folds and scored by Kendall tau on the
+held-out fold, winner = argmax over the pool of ``mean(tau) - std(tau)``, then the winner is refitted on every
+sample.
+
+Deviations: the default pool is rbf, gp, carts, mlp (the original's was rbf, carts, mlp; gp could not run on
+numpy 2), the members are the fast cnas predictors (the original's switch took 737 s on 100 archs), folds are
+shuffled with ``random_state``, a fold scores tau = 0 where tau is undefined (constant predictions or targets),
+the number of folds drops to ``len(X) // 2`` on tiny archives (each fold holds at least 2 archs) and the switch
+skips cross-validation and takes the first pool member below 4 archs. Every fit of one member uses the same seed
+(drawn from ``random_state``), so the result does not depend on ``n_jobs``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.model_selection import KFold
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
+
+from cnas.errors import ConfigError
+from cnas.surrogates._base import SEED_MAX, check_training_data
+from cnas.surrogates.carts import CartEnsemble
+from cnas.surrogates.gp import Kriging
+from cnas.surrogates.metrics import kendall_tau
+from cnas.surrogates.mlp import MLP
+from cnas.surrogates.rbf import RBF
+
+POOL_MODELS = {"rbf": RBF, "gp": Kriging, "mlp": MLP, "carts": CartEnsemble}
+
+
+def _fold_score(model, X, y, trn, tst):
+    with threadpool_limits(1):
+        model.fit(X[trn], y[trn])
+        return kendall_tau(model.predict(X[tst]), y[tst])
+
+
+class AdaptiveSwitching(RegressorMixin, BaseEstimator):
+    """k-fold model selection over ``pool`` by mean Kendall tau minus its std, winner refitted on all data.
+
+    Parameters: ``pool`` (names among rbf, gp, mlp, carts), ``pool_params`` (optional dict name -> constructor
+    arguments), ``n_splits``, ``n_jobs`` (fold fits run in that many threads; default 1 = sequential, which
+    ``benchmarks/surrogates.py`` measured faster than 2 threads on the shared 2-core machine: the MLP and GP
+    fits hold the GIL much of the time), ``random_state``.
+
+    Fitted attributes: ``winner_`` (name), ``estimator_`` (the refitted winner), ``fold_scores_`` (dict name ->
+    list of per-fold tau), ``scores_`` (dict name -> mean - std), ``n_splits_`` (folds actually used).
+    """
+
+    def __init__(self, pool: tuple[str, ...] = ("rbf", "gp", "carts", "mlp"), pool_params: dict | None = None,
+                 n_splits: int = 10, n_jobs: int | None = 1, random_state=None):
+        self.pool = pool
+        self.pool_params = pool_params
+        self.n_splits = n_splits
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _members(self, rng: np.random.RandomState) -> dict[str, Any]:
+        names = [self.pool] if isinstance(self.pool, str) else list(self.pool)
+        if not names:
+            raise ConfigError("the adaptive-switching pool is empty; give at least one of rbf, gp, mlp, carts")
+        params = dict(self.pool_params or {})
+        members = {}
+        for name in names:
+            if name not in POOL_MODELS:
+                raise ConfigError(f"unknown predictor '{name}' in the adaptive-switching pool; "
+                                  f"choose among {', '.join(POOL_MODELS)}")
+            if name in members:
+                raise ConfigError(f"predictor '{name}' appears twice in the adaptive-switching pool")
+            kw = dict(params.pop(name, {}) or {})
+            kw["random_state"] = int(rng.randint(SEED_MAX))
+            members[name] = _build(POOL_MODELS[name], name, kw)
+        if params:
+            raise ConfigError(f"pool_params names {', '.join(map(str, params))}, which is not in the pool {names}")
+        return members
+
+    def fit(self, X: Any, y: Any) -> "AdaptiveSwitching":
+        X, y = check_training_data(X, y)
+        self.n_features_in_ = X.shape[1]
+        self._fit(X, y, check_random_state(self.random_state))
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict(X)
+
+    def _fit(self, X, y, rng):
+        members = self._members(rng)
+        k = int(self.n_splits)
+        if k < 2:
+            raise ConfigError(f"adaptive switching needs n_splits >= 2, got {self.n_splits!r}")
+        n = len(X)
+        self.n_splits_ = min(k, n // 2)
+        self.fold_scores_ = {name: [] for name in members}
+        if self.n_splits_ >= 2:
+            folds = list(KFold(self.n_splits_, shuffle=True, random_state=int(rng.randint(SEED_MAX))).split(X))
+            tasks = [(name, trn, tst) for trn, tst in folds for name in members]
+            run = Parallel(n_jobs=self.n_jobs, prefer="threads")
+            taus = run(delayed(_fold_score)(clone(members[name]), X, y, trn, tst) for name, trn, tst in tasks)
+            for (name, _, _), tau in zip(tasks, taus):
+                self.fold_scores_[name].append(float(tau))
+            self.scores_ = {name: float(np.mean(s) - np.std(s)) for name, s in self.fold_scores_.items()}
+            names = list(members)
+            self.winner_ = names[int(np.argmax([self.scores_[m] for m in names]))]
+        else:
+            self.scores_ = {name: float("nan") for name in members}
+            self.winner_ = next(iter(members))
+        self.estimator_ = clone(members[self.winner_]).fit(X, y)
+
+
+def _build(cls, name, kw):
+    try:
+        return cls(**kw)
+    except TypeError as err:
+        raise ConfigError(f"bad parameters for '{name}' in the adaptive-switching pool: {err}") from None

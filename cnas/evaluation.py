@@ -29,6 +29,7 @@ from cnas.spaces import exit_mask, get_space, space_for_arch
 from cnas.training.trainer import TrainConfig, evaluate, train
 
 STATS_DECIMALS = 2
+BN_RECAL_IMAGES = 512  # training images used to re-estimate batch-norm statistics
 
 
 @dataclass
@@ -212,14 +213,28 @@ def evaluate_arch(arch: dict, settings: EvalSettings, out_dir: str | Path | None
     if settings.func_constr:
         substitute_activation(subnet)
     subnet.to(dev)
-    if inherited and settings.bn_recalibrate:
-        recalibrate_bn(subnet, subset_loader(loaders.train, 2000, seed=settings.seed, augment=False))
+    recal_loader = subset_loader(loaders.train, BN_RECAL_IMAGES, seed=settings.seed, augment=False)
+
+    def recalibrate(model):
+        if settings.bn_recalibrate:
+            recalibrate_bn(model, recal_loader)
+
+    if inherited:
+        recalibrate(subnet)
 
     cfg = settings.train_config()
     counts = complexity.count(arch, n_classes, r)
     stats: dict[str, Any] = {}
-    # stage 1 (or the only stage): the single-exit network
-    res = train(subnet, loaders.train, val, cfg, device=dev, log=log)
+    # stage 1 (or the only stage): the single-exit network; batch-norm statistics are re-estimated before every
+    # validation (with few steps per epoch the running averages lag far behind the weights)
+    select_eval = None
+    if val is not None:
+        def select_eval(m):
+            recalibrate(m)
+            return evaluate(m, val, dev, cfg.amp, cfg.channels_last)
+    res = train(subnet, loaders.train, val, cfg, device=dev, log=log, eval_fn=select_eval)
+    if val is None:
+        recalibrate(subnet)
     base = evaluate(subnet, select_loader, dev)
     model = subnet
     if is_ee:
@@ -245,7 +260,7 @@ def evaluate_arch(arch: dict, settings: EvalSettings, out_dir: str | Path | None
                 if hasattr(loaders.train, "augment") else loaders.train.with_indices(pick, shuffle=False)
             train_loader = loaders.train.with_indices(rest)
         extra = train_exits(model, train_loader, select_loader, cfg, ee, costs, dev, log=log,
-                            support_loader=support_loader)
+                            support_loader=support_loader, recalibrate=recalibrate if method == "joint" else None)
         ee_stats = measure_exits(model, select_loader, costs, ee, dev,
                                  test_loader=loaders.test if settings.eval_test and val is not None else None)
         stats.update({
@@ -275,9 +290,12 @@ def evaluate_arch(arch: dict, settings: EvalSettings, out_dir: str | Path | None
     stats["n_classes"] = n_classes
     stats["resolution"] = r
     stats["best_epoch"] = res.best_epoch + 1 if res.history else 0
+    stats["history"] = [{k: round(v, 4) if isinstance(v, float) else v for k, v in h.items() if k != "val_n"}
+                        for h in res.history]
     stats["inherited"] = inherited
     stats["seconds"] = time.perf_counter() - t0
-    stats = {k: _round(v) if k not in ("epsilon", "branch_scores", "ece_scores") else v for k, v in stats.items()}
+    stats = {k: _round(v) if k not in ("epsilon", "branch_scores", "ece_scores", "history") else v
+             for k, v in stats.items()}
     if out_path is not None:
         if settings.save_ckpt:
             atomic_torch_save(out_path / "ckpt.pth", {

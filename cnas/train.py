@@ -4,7 +4,8 @@
 
 An arch with ``t`` or ``b`` keys is an early-exit arch (backbone first, then exits). Writes
 ``DIR/<name>.stats`` (name = the arch file's stem, e.g. ``net_3``) and, with ``--save_ckpt``, ``DIR/ckpt.pth``.
-``--model_path`` may also be a folder holding ``net.subnet`` (a pick of ``cnas.post_search``).
+``--model_path`` may also be a folder picked by ``cnas.post_search``: the net is then fine-tuned
+(:mod:`cnas.finetune`: the original's fine-tuning recipe, writing ``net.finetuned.stats`` beside ``net.stats``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ HELP = {
 
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog="cnas.train", description=__doc__.split("\n")[0])
-    p.add_argument("--model_path", required=True, help="arch JSON (.subnet) or a folder holding net.subnet")
+    p.add_argument("--model_path", required=True, help="arch JSON (.subnet), or a folder picked by "
+                   "cnas.post_search to fine-tune")
     p.add_argument("--output_path", default=None, help="folder for the stats (default: the arch file's folder)")
     p.add_argument("--name", default=None, help="stats file name without .stats (default: the arch file's stem)")
     p.add_argument("--config", default=None, help="YAML file of settings; flags override it")
@@ -53,8 +55,10 @@ def parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     model_path = Path(args.model_path)
-    if model_path.is_dir():
-        model_path = model_path / "net.subnet"
+    if model_path.is_dir():  # a pick of cnas.post_search: fine-tuning
+        from cnas.finetune import main_from_args
+
+        return main_from_args(args)
     if model_path.suffix != ".subnet" and model_path.suffix != ".json" and model_path.exists():
         raise ArchError(f"--model_path {model_path} is not an arch file (.subnet JSON)")
     arch = read_json(model_path, "arch file", ArchError)

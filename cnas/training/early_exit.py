@@ -229,14 +229,16 @@ def _freeze_backbone_bn(model: EENetwork) -> Callable[[int, nn.Module], None]:
 
 def train_exits(model: EENetwork, train_loader, val_loader, train_cfg: TrainConfig, ee: EEConfig, costs: list[float],
                 device: torch.device | str = "cpu", log: Callable[[str], None] | None = None,
-                support_loader=None) -> dict:
+                support_loader=None, recalibrate: Callable[[nn.Module], None] | None = None) -> dict:
     """Stage 2: train the exits of ``model`` (its backbone already trained). Returns extra stats
-    (``support_conf`` when a support set is used)."""
+    (``support_conf`` when a support set is used). ``recalibrate(model)`` runs before every validation."""
     epochs = ee.warmup_ee_epochs + ee.ee_epochs
     cfg = replace(train_cfg, epochs=epochs, select="val_acc")
     thresholds = model.thresholds
 
     def eval_fn(m):
+        if recalibrate is not None:
+            recalibrate(m)
         out = collect_outputs(m, val_loader, device)
         met = policy_metrics(out, thresholds, costs)
         loss = float(sum(F.cross_entropy(lg, out.labels).item() for lg in out.logits))

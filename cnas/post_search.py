@@ -1,0 +1,500 @@
+"""``python -m cnas.post_search``: pick networks from a finished search and copy them out for fine-tuning.
+
+    python -m cnas.post_search --expr results/run/iter_30.stats --save results/picks -n 3 --prefer trade-off
+    python -m cnas.post_search --expr results/run/iter_30.stats -n 2 --prefer macs --n_exits 2
+    python -m cnas.post_search --expr old_run/iter_10 --get_archive --n_classes 10     # a run of the original
+
+Selection (all objectives minimized, values from :meth:`cnas.engine.Search.F`, constraints from
+:meth:`cnas.engine.Search.feasible` with the run's ``config.json``):
+
+* only feasible archs (``--include_infeasible`` to keep all), only those with ``--n_exits K`` exits if given,
+  rows with a missing (non-finite) objective value are left out with a note;
+* one objective: the ``n`` best, folders ``net-<first_obj>_<rank>``;
+* ``--prefer trade-off`` (two or more objectives): the ``n`` points of the non-dominated front with the highest
+  trade-off value ``mu`` (pymoo's high trade-off decision making): for front point i and its neighbours j within
+  ``--radius`` (Euclidean, on objectives normalized to [0, 1] over the front; the ``min(2 m, |front| - 1)``
+  nearest ones when the radius holds fewer, as pymoo's ``NeighborFinder`` with ``n_min_neigbors='auto'``),
+  ``mu_i = min_j sum(max(0, F_j - F_i)) / sum(max(0, F_i - F_j))`` (the least sacrifice per unit of gain);
+  rank 0 has the highest ``mu``;
+* ``--prefer <objective>``: the ``n`` front points lowest in that objective (any registered objective that can be
+  computed for the run), rank 0 the lowest;
+* the most accurate arch (lowest first objective) is always included: when it is not among the ``n`` picks it
+  is added as rank ``n``, as the original appended it.
+
+Output in ``--save``: per pick ``net-<prefer>_<rank>[_nExits-K]/`` holding a copy of the candidate's folder
+(``net.subnet``, ``net.stats``, ``ckpt.pth`` when the search kept weights) and ``pick.json`` (where it came from,
+its objective values, the run's evaluation settings that fine-tuning starts from); with ``--supernet_path``,
+picks without ``ckpt.pth`` also get ``inherited.pth`` (the subnet's weights extracted from the supernet);
+``results.csv`` (one row per pick with that pick's own values); ``front.png`` (archive, front, picks);
+and a printed table.
+
+Deviations from the original (``post_search.py``, reference section 9), and why:
+
+* Normalization and radius: pymoo's ``HighTradeoffPoints`` measures neighbourhoods on the raw objectives (top1 in
+  % next to MACs in millions, so the 0.125 radius meant "nearest neighbours only") and ignores the ``epsilon`` it
+  is given; pymoo 0.6 also dropped ``n_survive`` (it returns only the upper-tail outliers of ``mu``). cnas
+  computes the same ``mu`` on normalized objectives with the radius honoured and ranks by it; the minimum number
+  of neighbours excludes the point itself (pymoo counted it, so a 2-point front had no neighbours).
+* Alignment: the original sorted by f1 and dropped rows with negative values without dropping the same rows of
+  the arch list, so picks could get another arch's folder; here values, archs and folders stay one record.
+* ``--n_exits`` counts exits with :func:`cnas.spaces.exit_mask` (EDANAS ``t`` and NACHOS ``b``; the original
+  raised KeyError for EDANAS).
+* ``--get_archive`` reads net folders without rewriting their stats files, and a duplicate arch keeps its latest
+  evaluation (the original took whichever folder the glob listed last).
+* ``results.csv`` has one row per pick with that pick's stats (the original wrote the last pick's on every row);
+  it is written by default (``--save_stats_csv false`` skips it).
+* Exact objectives of archs imported from the original system are counted by cnas (stage-aware ks/e, reference
+  section 12), since that is the network cnas fine-tunes and exports; a note says how many stored values differ.
+* Folder suffix ``_nExits-K`` instead of ``_nExits:K`` (a colon breaks Windows paths and scp).
+* Empty archive, unknown objective, ``-n`` larger than the front: one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from cnas import archive as arc
+from cnas.cli import ArgumentParser, str2bool
+from cnas.errors import ArchError, CheckpointError, ConfigError, StatsFileError, run_cli
+from cnas.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+
+TRADE_OFF = "trade-off"
+DEFAULT_RADIUS = 0.125
+PICK_FILE = "pick.json"
+INHERITED = "inherited.pth"
+
+
+# ---------------------------------------------------------------- loading a run
+@dataclass
+class Run:
+    """A search's archive with everything selection needs."""
+
+    save: Path
+    search: object  # cnas.engine.Search (its F / feasible / objectives / n_classes)
+    entries: list[arc.Entry]
+    source: str  # where the entries came from
+    config: dict | None  # the run's config.json record (None for a run of the original system)
+    notes: list[str]
+
+
+def _resolve_expr(expr: str) -> tuple[Path, Path | None, int | None]:
+    """``(search folder, iter_X.stats path or None, X or None)`` of ``--expr``."""
+    p = Path(expr)
+    if p.is_dir() and not arc._ITER_RE.match(p.name):  # the search folder itself: its latest iteration
+        its = sorted((arc.iteration_of(f), f) for f in p.glob("iter_*.stats") if arc._ITER_RE.match(f.stem))
+        if its:
+            return p, its[-1][1], its[-1][0]
+        if any(p.glob("iter_*/net_*")):
+            return p, None, None
+        raise StatsFileError(f"--expr {p}: no iter_X.stats and no iter_*/net_* folders in it")
+    if p.suffix != ".stats" and not p.exists() and p.with_name(p.name + ".stats").is_file():
+        p = p.with_name(p.name + ".stats")
+    if not p.exists():
+        raise StatsFileError(f"--expr {p}: no such file; give <save>/iter_X.stats (or <save>/iter_X with "
+                             "--get_archive)")
+    it = arc.iteration_of(p)
+    return p.parent, (p if p.is_file() else None), it
+
+
+def _guess_space(archs: list[dict]) -> str:
+    if any("t" in a for a in archs):
+        return "eemobilenetv3"
+    if any("b" in a for a in archs):
+        return "cbnmobilenetv3"
+    return "mobilenetv3"
+
+
+def _make_search(config: dict | None, archs: list[dict], first_obj: str | None, sec_obj: str | None,
+                 n_classes: int | None, resolution: int):
+    """A :class:`cnas.engine.Search` (never run, no executor) whose objective machinery matches the run."""
+    from cnas.engine import Search, SearchConfig
+    from cnas.evaluation import EvalSettings
+
+    if config is not None:
+        names = {f.name for f in fields(SearchConfig)}
+        s = {k: v for k, v in (config.get("search") or {}).items() if k in names}
+        cfg = SearchConfig(**s)
+        ev = EvalSettings.from_dict(dict(config.get("evaluation") or {}))
+        if n_classes is not None:
+            ev.n_classes = n_classes
+    else:  # a run of the original system: defaults top1 / macs, n_classes from the flag
+        cfg = SearchConfig(search_space=_guess_space(archs), lr=resolution, ur=resolution, sec_obj="macs")
+        ev = EvalSettings(n_classes=n_classes or 10)
+    if first_obj is not None:
+        cfg.first_obj = first_obj
+    if sec_obj is not None:
+        cfg.sec_obj = None if sec_obj.strip().lower() in ("", "none") else sec_obj
+    cfg.plots, cfg.progress = False, False
+    return Search(cfg, ev, log=lambda m: None, executor=None)
+
+
+def load_run(expr: str, get_archive: bool = False, first_obj: str | None = None, sec_obj: str | None = None,
+             n_classes: int | None = None, resolution: int = 32) -> Run:
+    """Read a search (cnas's or the original's) for selection. See the module docstring."""
+    save, stats_path, it = _resolve_expr(expr)
+    cfg_path = save / "config.json"
+    config = read_json(cfg_path, "config file", StatsFileError) if cfg_path.is_file() else None
+    notes: list[str] = []
+    data: dict = {}
+    if stats_path is not None and not get_archive:
+        data = arc.read_iter_stats(stats_path)
+    if get_archive or stats_path is None:
+        entries, failures = arc.scan_net_folders(save, it)
+        source = f"net folders {save}/iter_*/net_*" + (f" up to iteration {it}" if it is not None else "")
+        if failures:
+            notes.append(f"{len(failures)} net folder(s) without readable stats were left out")
+    elif "entries" in data:
+        entries, source = list(data["entries"]), str(stats_path)
+    else:  # the original's iter_X.stats: archive rows [arch, f1, f2]
+        entries, source = [], str(stats_path)
+    archs = [e.arch for e in entries] or [row[0] for row in data.get("archive", [])]
+    if not archs:
+        raise StatsFileError(f"the archive of {source} is empty: nothing to select")
+    search = _make_search(config, archs, first_obj, sec_obj, n_classes, resolution)
+    if not entries:
+        entries = arc.entries_from_original_archive(data["archive"], search.objectives)
+        folders = {arc.Archive.key(e.arch): e for e in arc.scan_net_folders(save, it)[0]}
+        for e in entries:  # find each row's net folder (and its full stats), as the original's glob did
+            found = folders.get(arc.Archive.key(e.arch))
+            if found is not None:
+                e.folder, e.iteration, e.name = found.folder, found.iteration, found.name
+                e.stats = {**found.stats, **e.stats}
+    for e in entries:
+        if "r" not in e.arch:
+            e.arch = search.with_r(e.arch) if search.fixed_r is not None else {**e.arch, "r": int(resolution)}
+            e.arch = dict(sorted(e.arch.items()))
+    if "alpha_norm" in data:
+        search.alpha_norm = float(data["alpha_norm"])
+    elif "top1_robust" in search.objectives:
+        search.archive.entries = list(entries)
+        search.update_alpha_norm()
+    if config is None:
+        _note_recounts(search, entries, notes)
+    return Run(save, search, entries, source, config, notes)
+
+
+def _note_recounts(search, entries: list[arc.Entry], notes: list[str]) -> None:
+    from cnas.problems import exact_values
+
+    try:
+        vals = exact_values(["params", "macs"], [e.arch for e in entries], search.n_classes, search.tiny_ml_kw)
+    except ArchError:
+        return
+    differ = 0
+    for i, e in enumerate(entries):
+        for k in ("params", "macs"):
+            v = e.stats.get(k)
+            if isinstance(v, (int, float)) and abs(float(v) - vals[k][i]) > 0.02 * max(1.0, abs(vals[k][i])):
+                differ += 1
+                break
+    if differ:
+        notes.append(f"{differ} imported arch(s) have stored params/macs that differ from cnas's count; cnas's "
+                     "stage-aware count is used (the original mapped ks/e in block order, reference section 12)")
+
+
+# ---------------------------------------------------------------- selection
+def tradeoff_scores(F: np.ndarray, radius: float = DEFAULT_RADIUS) -> np.ndarray:
+    """pymoo's high trade-off value ``mu`` of each row of ``F`` (a non-dominated set, minimized), computed on
+    objectives normalized to [0, 1] with neighbours within ``radius``; higher is a stronger trade-off."""
+    from scipy.spatial import cKDTree
+
+    F = np.asarray(F, float)
+    n, m = F.shape
+    if n == 1:
+        return np.zeros(1)
+    lo, hi = F.min(0), F.max(0)
+    Fn = (F - lo) / np.where(hi > lo, hi - lo, 1.0)
+    tree = cKDTree(Fn)
+    k_min = min(2 * m, n - 1)
+    mu = np.full(n, -np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i in range(n):
+            nb = [j for j in tree.query_ball_point(Fn[i], radius) if j != i]
+            if len(nb) < k_min:
+                nb = [j for j in np.atleast_1d(tree.query(Fn[i], k=k_min + 1)[1]).tolist() if j != i][:k_min]
+            if not nb:
+                continue
+            diff = Fn[nb] - Fn[i]
+            ratio = np.maximum(0, diff).sum(1) / np.maximum(0, -diff).sum(1)
+            ratio = ratio[~np.isnan(ratio)]
+            if len(ratio):
+                mu[i] = ratio.min()
+    return mu
+
+
+def select(F: np.ndarray, n: int, prefer: str, prefer_values: np.ndarray | None = None,
+           radius: float = DEFAULT_RADIUS) -> tuple[list[int], np.ndarray]:
+    """``(picked row indices in rank order, front indices)`` for candidate values ``F`` (see the module doc).
+    ``prefer_values``: the preferred objective's values when ``prefer`` is not ``trade-off``."""
+    from cnas.problems import non_dominated
+
+    F = np.asarray(F, float)
+    if len(F) == 0:
+        raise StatsFileError("no candidate archs are left to select from (see the notes above)")
+    if F.shape[1] == 1:
+        order = np.argsort(F[:, 0], kind="stable")
+        if n > len(order):
+            raise ConfigError(f"-n {n} is larger than the {len(order)} candidate archs; ask for at most {len(order)}")
+        return [int(i) for i in order[:n]], order
+    front = np.asarray(sorted(non_dominated(F), key=lambda i: (F[i, 0], tuple(F[i, 1:]))), dtype=int)
+    if n > len(front):
+        raise ConfigError(f"-n {n} is larger than the non-dominated front ({len(front)} archs); "
+                          f"ask for at most {len(front)}")
+    if prefer == TRADE_OFF:
+        mu = tradeoff_scores(F[front], radius)
+        order = np.lexsort((np.arange(len(front)), -mu))  # highest mu first, ties in front order
+    else:
+        vals = np.asarray(prefer_values, float)[front]
+        order = np.argsort(vals, kind="stable")
+    picks = [int(front[i]) for i in order[:n]]
+    best = int(front[0])  # the front sorted by the first objective: the most accurate
+    if best not in picks:
+        picks.append(best)
+    return picks, front
+
+
+def _prefer_values(run: Run, prefer: str, entries: list[arc.Entry]) -> np.ndarray:
+    from cnas.objectives import OBJECTIVES
+    from cnas.problems import exact_values
+
+    s = run.search
+    if prefer in s.objectives:
+        return s.F(entries)[:, s.objectives.index(prefer)]
+    if OBJECTIVES[prefer].exact:
+        return exact_values([prefer], [e.arch for e in entries], s.n_classes, s.tiny_ml_kw)[prefer]
+    vals = s.entry_values(entries)
+    if prefer in vals:
+        return vals[prefer]
+    out = np.asarray([float(e.stats[prefer]) if isinstance(e.stats.get(prefer), (int, float)) else np.nan
+                      for e in entries])
+    if not np.isfinite(out).any():
+        raise ConfigError(f"--prefer {prefer}: no arch of this run has a measured {prefer}; "
+                          f"choose trade-off or one of {', '.join(s.objectives)}")
+    return out
+
+
+# ---------------------------------------------------------------- writing the picks
+def _folder_name(prefer: str, rank: int, n_exits: int | None) -> str:
+    return f"net-{prefer}_{rank}" + (f"_nExits-{n_exits}" if n_exits is not None else "")
+
+
+def _write_pick(run: Run, entry: arc.Entry, dst: Path, values: dict, rank: int, prefer: str,
+                supernet: Callable[[], object] | None) -> dict:
+    src = run.save / entry.folder if entry.folder else None
+    if src is not None and src.is_dir():
+        arc.copy_net_folder(src, dst)
+    else:
+        dst.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(dst / "net.stats", entry.stats)
+    atomic_write_json(dst / "net.subnet", entry.arch, indent=None)
+    evaluation = dict((run.config or {}).get("evaluation") or {}) or None
+    if evaluation is not None:
+        evaluation.setdefault("n_classes", run.search.n_classes)
+    record = {"arch": entry.arch, "rank": rank, "prefer": prefer, "values": values,
+              "source": {"search": str(run.save.resolve()), "folder": entry.folder or None,
+                         "iteration": entry.iteration, "name": entry.name},
+              "n_classes": run.search.n_classes, "evaluation": evaluation}
+    if supernet is not None and not (dst / "ckpt.pth").exists():
+        from cnas.fileio import atomic_torch_save
+        from cnas.models import build_network
+
+        model = build_network(entry.arch, run.search.n_classes, supernet=supernet(), resolution=entry.arch["r"])
+        atomic_torch_save(dst / INHERITED, {
+            "state_dict": model.state_dict(), "arch": entry.arch, "n_classes": run.search.n_classes,
+            "resolution": entry.arch["r"], "dataset": (evaluation or {}).get("dataset"),
+            "thresholds": list(getattr(model, "thresholds", [])), "source": "supernet"})
+        record["inherited"] = INHERITED
+    atomic_write_json(dst / PICK_FILE, record)
+    return record
+
+
+def _csv_value(v):
+    if isinstance(v, (list, dict)):
+        return json.dumps(v)
+    return v
+
+
+def _plot(path: Path, objectives: list[str], F_all: np.ndarray, ok: np.ndarray, front: np.ndarray,
+          F_cand: np.ndarray, picks: list[int], labels: list[str]) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cnas.objectives import OBJECTIVES
+
+    def label(n):
+        return f"{n} ({OBJECTIVES[n].unit})" if OBJECTIVES[n].unit else n
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    if len(objectives) >= 2:
+        x, y = 1, 0
+        ax.scatter(F_all[ok, x], F_all[ok, y], s=12, c="0.6", label="archive")
+        if (~ok).any():
+            ax.scatter(F_all[~ok, x], F_all[~ok, y], s=12, marker="x", c="0.8", label="left out")
+        fr = F_cand[front][np.argsort(F_cand[front][:, x])]
+        ax.step(fr[:, x], fr[:, y], where="post", c="C0", lw=1.5, label="front")
+        P = F_cand[picks]
+        ax.scatter(P[:, x], P[:, y], s=60, facecolors="none", edgecolors="C3", lw=2, label="picks")
+        for (px, py), text in zip(P[:, [x, y]], labels):
+            ax.annotate(text, (px, py), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_xlabel(label(objectives[x]))
+        ax.set_ylabel(label(objectives[y]))
+    else:
+        order = np.arange(len(F_cand))
+        ax.plot(order, F_cand[:, 0], ".", c="0.6", label="archive")
+        ax.scatter(np.asarray(picks), F_cand[picks, 0], s=60, facecolors="none", edgecolors="C3", label="picks")
+        ax.set_xlabel("arch (archive order)")
+        ax.set_ylabel(label(objectives[0]))
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------- the command
+def parser() -> ArgumentParser:
+    p = ArgumentParser(prog="cnas.post_search", description=__doc__.split("\n")[0])
+    p.add_argument("--expr", required=True, help="<save>/iter_X.stats of a finished search (or <save>/iter_X, "
+                                                 "or <save>, with --get_archive)")
+    p.add_argument("--save", default=None, help="output folder (default: <save>/post_search)")
+    p.add_argument("-n", "--n", type=int, default=1, help="number of picks (default: 1)")
+    p.add_argument("--prefer", default=TRADE_OFF, help="trade-off, or an objective name: the n front points "
+                                                       "lowest in it (default: trade-off)")
+    p.add_argument("--first_obj", default=None, help="first objective (default: the run's)")
+    p.add_argument("--sec_obj", default=None, help="second objective(s), comma-separated, or none "
+                                                   "(default: the run's)")
+    p.add_argument("--n_exits", type=int, default=None, help="keep only early-exit archs with K exits "
+                                                             "(intermediate exits, 0..4)")
+    p.add_argument("--get_archive", action="store_true", help="rebuild the archive from the net folders "
+                                                              "(also those of the original system)")
+    p.add_argument("--save_stats_csv", type=str2bool, nargs="?", const=True, default=True, metavar="BOOL",
+                   help="write results.csv (default: true)")
+    p.add_argument("--supernet_path", default=None, help="OFA supernet: picks without ckpt.pth get "
+                                                         "inherited.pth with the subnet's weights")
+    p.add_argument("--radius", type=float, default=DEFAULT_RADIUS, help="trade-off neighbourhood radius on "
+                                                                        "normalized objectives (default: 0.125)")
+    p.add_argument("--include_infeasible", action="store_true", help="also pick archs that break the run's "
+                                                                     "constraints")
+    p.add_argument("--n_classes", type=int, default=None, help="classes (runs of the original system without "
+                                                               "config.json; default 10)")
+    p.add_argument("--resolution", type=int, default=32, help="resolution of archs without 'r' (runs of the "
+                                                              "original system; default 32)")
+    p.add_argument("--overwrite", action="store_true", help="replace pick folders that already exist in --save")
+    return p
+
+
+def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> int:
+    from cnas.objectives import OBJECTIVES
+    from cnas.spaces import exit_mask
+
+    args = parser().parse_args(argv)
+    if args.n < 1:
+        raise ConfigError(f"-n must be at least 1, got {args.n}")
+    if args.prefer != TRADE_OFF and args.prefer not in OBJECTIVES:
+        raise ConfigError(f"unknown --prefer {args.prefer!r}; choose trade-off or one of {', '.join(OBJECTIVES)}")
+    if not args.radius > 0:
+        raise ConfigError(f"--radius must be positive, got {args.radius}")
+    run = load_run(args.expr, args.get_archive, args.first_obj, args.sec_obj, args.n_classes, args.resolution)
+    search, objectives = run.search, run.search.objectives
+    prefer = args.prefer
+    if len(objectives) < 2:
+        if prefer not in (TRADE_OFF, objectives[0]):
+            raise ConfigError(f"--prefer {prefer}: this is a single-objective run ({objectives[0]}); pass "
+                              f"--sec_obj {prefer} to pick along a front, or leave --prefer out")
+        prefer = objectives[0]
+    entries = run.entries
+    F_all = search.F(entries)
+    keep = np.all(np.isfinite(F_all), axis=1)
+    if (~keep).any():
+        run.notes.append(f"{int((~keep).sum())} arch(s) without a value for every objective were left out")
+    if not args.include_infeasible:
+        feas = search.feasible(entries)
+        if (keep & ~feas).any():
+            run.notes.append(f"{int((keep & ~feas).sum())} infeasible arch(s) were left out "
+                             "(--include_infeasible keeps them)")
+        keep &= feas
+    if args.n_exits is not None:
+        if search.space.exit_key is None:
+            raise ConfigError(f"--n_exits needs an early-exit run; this one searched {search.cfg.search_space}")
+        if not 0 <= args.n_exits <= 4:
+            raise ConfigError(f"--n_exits must be in 0..4 (intermediate exits), got {args.n_exits}")
+        n_ex = np.asarray([sum(exit_mask(e.arch)) for e in entries])
+        keep &= n_ex == args.n_exits
+    cand = [e for e, k in zip(entries, keep) if k]
+    if not cand:
+        raise StatsFileError(f"no arch of {run.source} is left to select from"
+                             + (f" ({'; '.join(run.notes)})" if run.notes else ""))
+    F = F_all[keep]
+    pv = _prefer_values(run, prefer, cand) if prefer != TRADE_OFF and len(objectives) > 1 else None
+    picks, front = select(F, args.n, prefer, pv, args.radius)
+
+    out = Path(args.save) if args.save else run.save / "post_search"
+    names = [_folder_name(prefer, rank, args.n_exits) for rank in range(len(picks))]
+    existing = [nm for nm in names if (out / nm).exists()]
+    if existing and not args.overwrite:
+        raise ConfigError(f"--save {out} already holds {existing[0]}; choose another --save or pass --overwrite")
+    supernet = None
+    if args.supernet_path and not Path(args.supernet_path).is_file():
+        raise CheckpointError(f"--supernet_path {args.supernet_path}: no such file (see supernets/README.md)")
+    if args.supernet_path:
+        from cnas.models import load_supernet
+
+        cache: dict = {}
+
+        def supernet():
+            if "net" not in cache:
+                cache["net"] = load_supernet(args.supernet_path, search.n_classes)
+            return cache["net"]
+
+    mu = None
+    if prefer == TRADE_OFF:
+        mu = dict(zip(front.tolist(), tradeoff_scores(F[front], args.radius).tolist()))
+    rows = []
+    for rank, (i, nm) in enumerate(zip(picks, names)):
+        e = cand[i]
+        dst = out / nm
+        if dst.exists():
+            shutil.rmtree(dst)
+        values = {o: float(F[i, j]) for j, o in enumerate(objectives)}
+        if prefer not in values and pv is not None:
+            values[prefer] = float(pv[i])
+        if mu is not None:
+            values[TRADE_OFF] = mu[i] if math.isfinite(mu[i]) else None
+        _write_pick(run, e, dst, values, rank, prefer, supernet)
+        row = {"pick": nm, "rank": rank, "source": e.folder or "", "iteration": e.iteration, **values}
+        for k, v in e.stats.items():
+            if k not in row:
+                row[k] = _csv_value(v)
+        row["arch"] = json.dumps(e.arch, sort_keys=True)
+        rows.append(row)
+
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    if args.save_stats_csv:
+        atomic_write_text(out / "results.csv", table.to_csv(index=False))
+    _plot(out / "front.png", objectives, F_all, keep, front, F, picks, names)
+    for note in run.notes:
+        log(f"note: {note}")
+    log(f"{len(cand)} candidate archs from {run.source}; front of {len(front)}; {len(picks)} pick(s) in {out}")
+    show = ["pick", *objectives] + ([prefer] if prefer not in objectives else []) + ["source"]
+    show = [c for c in show if c in table.columns]
+    log(table[show].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, prog="cnas.post_search"))

@@ -24,9 +24,6 @@ from cnas.spaces import DEPTHS, EXPANSIONS, KERNELS, MAX_DEPTH, N_STAGES, stage_
 WIDTHS = (1.0, 1.2)
 #: Channels of the stem, first block, stages 1..5, final expand and feature mix at width 1.0 (ofa's layout).
 BASE_STAGE_WIDTH = (16, 16, 24, 40, 80, 112, 160, 960, 1280)
-#: Stride of the stem and of stages 1..5 (the first block has stride 1).
-STAGE_STRIDES = (2, 2, 2, 2, 1, 2)
-
 
 def build_supernet(n_classes: int, width_mult: float = 1.0, dropout_rate: float = 0.0) -> OFAMobileNetV3:
     """An untrained OFA MobileNetV3 supernet (d234, e346, k357) with an ``n_classes``-way classifier.
@@ -49,17 +46,11 @@ def stage_widths(width_mult: float = 1.0) -> list[int]:
 
 
 def feature_sizes(resolution: int) -> list[int]:
-    """Spatial side of the feature map after stages 1..5 for a square ``resolution`` input.
+    """Spatial side of the feature map after stages 1..5 for a square ``resolution`` input (one home:
+    :func:`cnas.complexity.stage_sizes`)."""
+    from cnas.complexity import stage_sizes
 
-    Every stride-2 layer of the net pads k//2, so it maps a side h to ceil(h / 2).
-    """
-    h = int(resolution)
-    h = -(-h // STAGE_STRIDES[0])  # stem
-    out = []
-    for s in STAGE_STRIDES[1:]:
-        h = -(-h // s)
-        out.append(h)
-    return out
+    return list(stage_sizes(resolution)[1])
 
 
 def exit_block_indices(arch: dict) -> list[int]:

@@ -74,13 +74,15 @@ def original_like(model, images: np.ndarray, labels: np.ndarray, device, n_batch
     return n / (time.perf_counter() - t0)
 
 
-def cnas_pipeline(model, images: np.ndarray, labels: np.ndarray, device, n_batches: int) -> float:
+def cnas_pipeline(model, images: np.ndarray, labels: np.ndarray, device, n_batches: int, amp: bool = True,
+                  channels_last: bool = True) -> float:
     x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    cl = channels_last and device.type == "cuda"
     loader = TensorLoader(x, torch.from_numpy(labels), mean=MEAN, std=STD, batch_size=BATCH, shuffle=True,
                           augment="crop_flip", resolution=32, seed=0, drop_last=True, device=device,
-                          channels_last=device.type == "cuda")
+                          channels_last=cl)
     cfg = TrainConfig(epochs=1, lr=0.01)
-    if device.type == "cuda":
+    if cl:
         model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model.parameters(), cfg)
     sched = make_scheduler(opt, cfg, len(loader))
@@ -93,7 +95,7 @@ def cnas_pipeline(model, images: np.ndarray, labels: np.ndarray, device, n_batch
             t0, n = time.perf_counter(), 0
         if b >= WARMUP + n_batches:
             break
-        with _autocast(device, True):
+        with _autocast(device, amp):
             loss = F.cross_entropy(model(xb).float(), yb)
         loss.backward()
         opt.step()
@@ -121,15 +123,24 @@ def main() -> None:
     supernet = build_supernet(10)
     print(f"device {device}, torch {torch.__version__}, {args.threads} threads, batch {BATCH}, "
           f"{args.batches} timed batches after {WARMUP} warm-up")
-    print(f"{'subnet':<10} {'original-like img/s':>20} {'cnas img/s':>12} {'speed-up':>9}")
+    variants = [("cnas", True, True)]
+    if device.type == "cuda":
+        variants = [("cnas fp32", False, False), ("cnas bf16", True, False), ("cnas bf16+cl", True, True)]
+    head = "".join(f" {name + ' img/s':>18} {'x':>6}" for name, _, _ in variants)
+    print(f"{'subnet':<10} {'original-like img/s':>20}{head}")
     for label, arch in (("smallest", space.smallest()), ("largest", space.largest())):
         torch.manual_seed(0)
         base = get_subnet(supernet, arch).to(device)
         state = {k: v.clone() for k, v in base.state_dict().items()}
         orig = original_like(base, images, labels, device, args.batches)
-        base.load_state_dict(state)
-        ours = cnas_pipeline(base, images, labels, device, args.batches)
-        print(f"{label:<10} {orig:>20.0f} {ours:>12.0f} {ours / orig:>8.2f}x", flush=True)
+        row = f"{label:<10} {orig:>20.0f}"
+        for _, amp, cl in variants:
+            torch.manual_seed(0)
+            model = get_subnet(supernet, arch).to(device)
+            model.load_state_dict(state)
+            ours = cnas_pipeline(model, images, labels, device, args.batches, amp, cl)
+            row += f" {ours:>18.0f} {ours / orig:>5.2f}x"
+        print(row, flush=True)
 
 
 if __name__ == "__main__":

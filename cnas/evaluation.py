@@ -96,6 +96,7 @@ class EvalSettings:
     device: str = "cpu"
     num_threads: int | None = None
     amp: bool = True
+    channels_last: bool = False
     progress: bool = False
 
     def validate(self) -> "EvalSettings":
@@ -199,7 +200,7 @@ def evaluate_arch(arch: dict, settings: EvalSettings, out_dir: str | Path | None
     loaders = load_data(settings.dataset, settings.data, resolution=r, val_split=settings.val_split,
                         batch_size=settings.batch_size, seed=settings.seed, n_classes=settings.n_classes,
                         num_workers=settings.num_workers, device=dev,
-                        channels_last=dev.type == "cuda")
+                        channels_last=settings.channels_last and dev.type == "cuda")
     n_classes = loaders.n_classes
     val = loaders.val if loaders.val is not None else None
     select_loader = val if val is not None else loaders.test

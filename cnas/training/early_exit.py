@@ -179,6 +179,11 @@ class BernulliLoss:
         self.support: torch.Tensor | None = None
 
     def __call__(self, outputs, y):
+        # computed in float32 outside autocast (binary cross-entropy on probabilities is not autocast-safe)
+        with torch.autocast(y.device.type, enabled=False):
+            return self._loss([o.float() for o in outputs], y)
+
+    def _loss(self, outputs, y):
         cfg = self.cfg
         logits, conf = self.model.split(outputs)
         c = torch.stack([cf.float() for cf in conf], 1)  # (B, n_exits), final = 1

@@ -44,7 +44,7 @@ class TrainConfig:
     grad_clip: float | None = None
     select: str = "val_loss"  # val_loss | val_acc | last
     amp: bool = True  # bfloat16 autocast, CUDA only
-    channels_last: bool = True  # CUDA only
+    channels_last: bool = False  # CUDA only; measured 0.44x for MobileNetV3 at 32 px on an H100, so off by default
     progress: bool = False
     seed: int = 0
 
@@ -122,7 +122,7 @@ def _to(batch, device: torch.device, channels_last: bool):
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device | str = "cpu", amp: bool = True,
-             channels_last: bool = True) -> dict:
+             channels_last: bool = False) -> dict:
     """Mean cross-entropy, accuracy (fraction) and count of a single-output model (the final exit of a list)."""
     device = torch.device(device)
     model.eval()

@@ -9,7 +9,8 @@ images (random uint8: the figures do not depend on the pixel values and no datas
   RandomHorizontalFlip, ToTensor, Normalize), ``DataLoader(num_workers=2)`` as the original's ``train_utils``,
   float32 NCHW, ``scheduler.step()`` every batch;
 - cnas: ``cnas.data.TensorLoader`` (uint8 images in memory, augmentation on whole batches on the device) and
-  ``cnas.training.train`` (on CUDA also bfloat16 autocast and channels-last).
+  the trainer's step, with its default memory format (channels-last on CPU, NCHW on CUDA) and, on CUDA, the
+  variants fp32 / bfloat16 autocast / bfloat16 + channels-last side by side.
 
 The first batches of each run are a warm-up and are not timed.
 """
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from cnas.data import TensorLoader
 from cnas.models import build_supernet, get_subnet
 from cnas.spaces import get_space
-from cnas.training.trainer import TrainConfig, _autocast, make_optimizer, make_scheduler
+from cnas.training.trainer import TrainConfig, _autocast, make_optimizer, make_scheduler, use_channels_last
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 BATCH = 128
@@ -75,9 +76,9 @@ def original_like(model, images: np.ndarray, labels: np.ndarray, device, n_batch
 
 
 def cnas_pipeline(model, images: np.ndarray, labels: np.ndarray, device, n_batches: int, amp: bool = True,
-                  channels_last: bool = True) -> float:
+                  channels_last: bool | None = None) -> float:
     x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    cl = channels_last and device.type == "cuda"
+    cl = use_channels_last(channels_last, device)
     loader = TensorLoader(x, torch.from_numpy(labels), mean=MEAN, std=STD, batch_size=BATCH, shuffle=True,
                           augment="crop_flip", resolution=32, seed=0, drop_last=True, device=device,
                           channels_last=cl)
@@ -123,7 +124,7 @@ def main() -> None:
     supernet = build_supernet(10)
     print(f"device {device}, torch {torch.__version__}, {args.threads} threads, batch {BATCH}, "
           f"{args.batches} timed batches after {WARMUP} warm-up")
-    variants = [("cnas", True, True)]
+    variants = [("cnas NCHW", True, False), ("cnas", True, None)]
     if device.type == "cuda":
         variants = [("cnas fp32", False, False), ("cnas bf16", True, False), ("cnas bf16+cl", True, True)]
     head = "".join(f" {name + ' img/s':>18} {'x':>6}" for name, _, _ in variants)

@@ -26,7 +26,7 @@ from cnas import complexity
 from cnas.errors import ConfigError
 from cnas.fileio import atomic_torch_save, atomic_write_json
 from cnas.spaces import exit_mask, get_space, space_for_arch
-from cnas.training.trainer import TrainConfig, evaluate, train
+from cnas.training.trainer import TrainConfig, evaluate, train, use_channels_last
 
 STATS_DECIMALS = 2
 BN_RECAL_IMAGES = 512  # training images used to re-estimate batch-norm statistics
@@ -96,7 +96,7 @@ class EvalSettings:
     device: str = "cpu"
     num_threads: int | None = None
     amp: bool = True
-    channels_last: bool = False
+    channels_last: bool | None = None  # None: on for CPU, off for CUDA (measured; benchmarks/training.py)
     progress: bool = False
 
     def validate(self) -> "EvalSettings":
@@ -200,7 +200,7 @@ def evaluate_arch(arch: dict, settings: EvalSettings, out_dir: str | Path | None
     loaders = load_data(settings.dataset, settings.data, resolution=r, val_split=settings.val_split,
                         batch_size=settings.batch_size, seed=settings.seed, n_classes=settings.n_classes,
                         num_workers=settings.num_workers, device=dev,
-                        channels_last=settings.channels_last and dev.type == "cuda")
+                        channels_last=use_channels_last(settings.channels_last, dev))
     n_classes = loaders.n_classes
     val = loaders.val if loaders.val is not None else None
     select_loader = val if val is not None else loaders.test

@@ -34,6 +34,7 @@ HELP = {
     "n_iter": "archs evaluated per iteration",
     "first_predictor": "surrogate of the first objective: rbf, gp, mlp, carts, as",
     "sec_predictor": "surrogate of a predicted second objective (avg_macs, top1_robust); default: first_predictor",
+    "as_folds": "folds of adaptive switching's cross-validation (the original used 10)",
     "lr": "lower input resolution", "ur": "upper input resolution", "rstep": "resolution step",
     "patience": "stop after this many iterations without hypervolume gain (0: never)",
     "constraint_mode": "native (pymoo constraints, feasibility first) or penalty (the original's)",

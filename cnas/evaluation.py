@@ -33,8 +33,10 @@ BN_RECAL_IMAGES = 512  # training images used to re-estimate batch-norm statisti
 
 
 @dataclass
-class EvalSettings:
-    """How one candidate is evaluated. Field names follow the original's flags."""
+class EvalSettings(TrainConfig):
+    """How one candidate is evaluated: the training recipe (:class:`TrainConfig`, single exit and the backbone
+    stage of early-exit nets) plus data, weights, measurements and early-exit settings. Field names follow the
+    original's flags."""
 
     dataset: str = "digits"
     data: str | None = None
@@ -44,21 +46,6 @@ class EvalSettings:
     val_split: float = 0.2
     batch_size: int = 64
     num_workers: int = 0
-    # training (single exit, and the backbone stage of early-exit nets); the original used batch 128, lr 0.01,
-    # no warm-up and no label smoothing, which does not learn in a few epochs from scratch
-    epochs: int = 5
-    optim: str = "SGD"
-    lr: float = 0.05
-    lr_min: float = 0.0
-    momentum: float = 0.9
-    weight_decay: float = 5e-5
-    nesterov: bool = False
-    rho: float = 2.0
-    adaptive: bool = True
-    label_smoothing: float = 0.1
-    warmup_epochs: float = 1.0
-    grad_clip: float | None = None
-    seed: int = 42
     # weights
     supernet_path: str | None = None
     pretrained: bool = True
@@ -95,9 +82,6 @@ class EvalSettings:
     # execution
     device: str = "cpu"
     num_threads: int | None = None
-    amp: bool = True
-    channels_last: bool | None = None  # None: on for CPU, off for CUDA (measured; benchmarks/training.py)
-    progress: bool = False
 
     def validate(self) -> "EvalSettings":
         if self.method not in (None, "joint", "bernulli"):
@@ -110,7 +94,7 @@ class EvalSettings:
             raise ConfigError(f"--alpha must be in [0, 1], got {self.alpha}")
         if not 0 <= self.top1min <= 1:
             raise ConfigError(f"--top1min is a minimum accuracy as a fraction in [0, 1], got {self.top1min}")
-        self.train_config().validate()
+        super().validate()
         return self
 
     def tiny_ml_kwargs(self) -> dict:

@@ -22,7 +22,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from cnas.data import TensorLoader

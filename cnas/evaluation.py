@@ -212,12 +212,11 @@ def evaluate_arch(arch: dict, settings: EvalSettings, out_dir: str | Path | None
     stats: dict[str, Any] = {}
     # stage 1 (or the only stage): the single-exit network; batch-norm statistics are re-estimated before every
     # validation (with few steps per epoch the running averages lag far behind the weights)
-    select_eval = None
-    if val is not None:
-        def select_eval(m):
-            recalibrate(m)
-            return evaluate(m, val, dev, cfg.amp, cfg.channels_last)
-    res = train(subnet, loaders.train, val, cfg, device=dev, log=log, eval_fn=select_eval)
+    def select_eval(m):
+        recalibrate(m)
+        return evaluate(m, val, dev, cfg.amp, cfg.channels_last)
+
+    res = train(subnet, loaders.train, val, cfg, device=dev, log=log, eval_fn=select_eval if val is not None else None)
     if val is None:
         recalibrate(subnet)
     base = evaluate(subnet, select_loader, dev)

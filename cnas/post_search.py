@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> i
     existing = [nm for nm in names if (out / nm).exists()]
     if existing and not args.overwrite:
         raise ConfigError(f"--save {out} already holds {existing[0]}; choose another --save or pass --overwrite")
-    supernet = None
+    supernet = None  # a loader of the supernet, when one is given
     if args.supernet_path and not Path(args.supernet_path).is_file():
         raise CheckpointError(f"--supernet_path {args.supernet_path}: no such file (see supernets/README.md)")
     if args.supernet_path:

@@ -12,7 +12,6 @@ lower/upper resolution as in the original). ``--config FILE.yaml`` holds any of 
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from cnas.cli import (ArgumentParser, add_dataclass_args, build_settings, given_fields, load_config_file,
@@ -90,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summary(search: Search, archive) -> None:
-    import numpy as np
-
+    from cnas.fileio import atomic_write_text
     from cnas.problems import non_dominated
 
     F = search.F(archive.entries)
@@ -108,10 +106,7 @@ def summary(search: Search, archive) -> None:
         lines.append("  " + "  ".join(f"{v:>12.3f}" for v in F[i]) + f"  {search.save / e.folder}")
     text = "\n".join(lines)
     print(text)
-    from cnas.fileio import atomic_write_text
-
     atomic_write_text(search.save / "summary.txt", text + "\n")
-    _ = np, asdict
 
 
 if __name__ == "__main__":

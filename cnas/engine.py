@@ -27,7 +27,7 @@ import numpy as np
 
 from cnas import archive as arc
 from cnas.errors import ConfigError, StatsFileError
-from cnas.evaluation import CandidateTask, EvalSettings, evaluate_candidate, resolve_arch
+from cnas.evaluation import CandidateTask, EvalSettings, evaluate_candidate
 from cnas.fileio import atomic_write_json, read_json
 from cnas.objectives import OBJECTIVES, alpha_norm_of, parse_objectives, robust_value
 from cnas.problems import (CanonicalRepair, SameArch, SurrogateProblem, constraint_limits, exact_values,
@@ -498,8 +498,8 @@ class Search:
             self.alpha_norm = float(data.get("alpha_norm", self.alpha_norm))
         else:  # a run of the original system: rebuild from its net folders
             entries, failures = arc.scan_net_folders(save, iteration)
-            entries = [arc.Entry(self.with_r(resolve_arch(e.arch, self.ev)[0]) if "r" not in e.arch else e.arch,
-                                 e.stats, e.iteration, e.name, e.folder) for e in entries]
+            entries = [arc.Entry(self.original_arch(e.arch), e.stats, e.iteration, e.name, e.folder)
+                       for e in entries]
             self.archive.failed += failures
             if not entries:
                 raise StatsFileError(f"no evaluated nets found under {save}/iter_*/net_*/ up to iteration {iteration}")
@@ -513,6 +513,13 @@ class Search:
             self.ref_point = np.nanmax(F0, axis=0)
         self.log(f"resuming {save} after iteration {iteration}: {len(self.archive)} archs in the archive")
         return iteration
+
+    def original_arch(self, arch: dict) -> dict:
+        """An arch from the original system's files in cnas's canonical form (its ``r``, else the space's)."""
+        r = int(arch.get("r", self.space.lr))
+        canon = self.space.validate({k: v for k, v in arch.items() if k != "r"} |
+                                    ({} if self.space.fixed_resolution else {"r": r}))
+        return dict(sorted((canon | {"r": r}).items()))
 
     # ------------------------------------------------------------ seeing it
     def report(self, it: int, rec: dict, entries: list[arc.Entry]) -> None:

@@ -131,6 +131,22 @@ def test_crash_mid_iteration_reuses_finished_candidates(tmp_path):
     assert archive_rows(tmp_path / "full", 3) == archive_rows(tmp_path / "part", 3)
 
 
+def test_resume_a_run_of_the_original_system(tmp_path):
+    """Original layout: iter_X/net_Y/net_Y.subnet (no 'r' at a fixed resolution) + .stats, no cnas stats files."""
+    from cnas.spaces import get_space
+
+    save = tmp_path / "orig"
+    space = get_space("mobilenetv3", 32, 32)
+    for j, arch in enumerate(space.initial_design(8, 5)):
+        atomic_write_json(save / "iter_0" / f"net_{j}" / f"net_{j}.subnet", arch)
+        if j != 3:  # one net without stats: a failure, kept apart
+            atomic_write_json(save / "iter_0" / f"net_{j}" / f"net_{j}.stats", fake_stats(dict(arch, r=32)))
+    s, archive = run(config(tmp_path, name="orig", iterations=2), resume=str(save / "iter_0"))
+    assert len(archive) == 7 + 2 * 4 and len(archive.failed) == 1
+    assert all(a["r"] == 32 for a in archive.archs())
+    assert (save / "config.json").exists() and (save / "iter_2.stats").exists()
+
+
 def test_failures_are_isolated(tmp_path):
     def fail(arch):
         return arch["d"][0] == 3

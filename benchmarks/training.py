@@ -34,6 +34,23 @@ BATCH = 128
 WARMUP = 2
 
 
+def timed(loader, step, device, n_batches: int) -> float:
+    """Images per second of ``step(x, y)`` over ``n_batches`` batches after ``WARMUP`` untimed ones."""
+    n, t0 = 0, None
+    for b, (x, y) in enumerate(loader):
+        if b == WARMUP:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0, n = time.perf_counter(), 0
+        if b >= WARMUP + n_batches:
+            break
+        step(x, y)
+        n += y.numel()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return n / (time.perf_counter() - t0)
+
+
 def original_like(model, images: np.ndarray, labels: np.ndarray, device, n_batches: int) -> float:
     import torchvision.transforms as T
     from PIL import Image
@@ -54,24 +71,16 @@ def original_like(model, images: np.ndarray, labels: np.ndarray, device, n_batch
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-5)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=5)
     model.train()
-    n, t0 = 0, None
-    for b, (x, y) in enumerate(loader):
-        if b == WARMUP:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0, n = time.perf_counter(), 0
-        if b >= WARMUP + n_batches:
-            break
+
+    def step(x, y):
         x, y = x.to(device), y.to(device)
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()  # the original stepped its epoch schedule every batch
-        n += y.numel()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return n / (time.perf_counter() - t0)
+
+    return timed(loader, step, device, n_batches)
 
 
 def cnas_pipeline(model, images: np.ndarray, labels: np.ndarray, device, n_batches: int, amp: bool = True,
@@ -87,24 +96,16 @@ def cnas_pipeline(model, images: np.ndarray, labels: np.ndarray, device, n_batch
     opt = make_optimizer(model.parameters(), cfg)
     sched = make_scheduler(opt, cfg, len(loader))
     model.train()
-    n, t0 = 0, None
-    for b, (xb, yb) in enumerate(loader):
-        if b == WARMUP:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0, n = time.perf_counter(), 0
-        if b >= WARMUP + n_batches:
-            break
+
+    def step(xb, yb):
         with _autocast(device, amp):
             loss = F.cross_entropy(model(xb).float(), yb)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         sched.step()
-        n += yb.numel()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return n / (time.perf_counter() - t0)
+
+    return timed(loader, step, device, n_batches)
 
 
 def main() -> None:

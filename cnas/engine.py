@@ -132,6 +132,7 @@ class Search:
         self.hv_history: list[float] = []
         self.alpha_norm = ev.alpha_norm
         self._executor = executor
+        self._exact: dict[str, dict[str, float]] = {}
 
     # ------------------------------------------------------------ setup
     def _n_classes(self) -> int:
@@ -165,10 +166,20 @@ class Search:
         atomic_write_json(self.save / "config.json", self.config_record())
 
     # ------------------------------------------------------------ objective values of archive entries
+    def exact(self, archs: list[dict]) -> dict[str, np.ndarray]:
+        """Exact objective values of ``archs``; each arch is counted once per search (the archive is re-read
+        several times an iteration)."""
+        keys = [arc.Archive.key(a) for a in archs]
+        missing = {k: a for k, a in zip(keys, archs) if k not in self._exact}
+        if missing:
+            vals = exact_values(self.objectives, list(missing.values()), self.n_classes, self.tiny_ml_kw)
+            for i, k in enumerate(missing):
+                self._exact[k] = {name: float(v[i]) for name, v in vals.items()}
+        names = self._exact[keys[0]].keys() if keys else ("params", "macs", "activations")
+        return {n: np.fromiter((self._exact[k][n] for k in keys), float, len(keys)) for n in names}
+
     def entry_values(self, entries: list[arc.Entry]) -> dict[str, np.ndarray]:
-        archs = [e.arch for e in entries]
-        vals = exact_values(self.objectives, archs, self.n_classes, self.tiny_ml_kw) if archs else \
-            {k: np.zeros(0) for k in ("params", "macs", "activations")}
+        vals = self.exact([e.arch for e in entries])
 
         def stat(key):
             out = []

@@ -198,6 +198,18 @@ class _Progress:
             self.bar.close()
 
 
+def _recorder(results: list, labels: list[str], attempts: list[int], bar: "_Progress") -> Callable[[TaskResult], None]:
+    """Store a finished result at its index with its label and attempt count, and advance the progress bar."""
+
+    def record(res: TaskResult) -> None:
+        res.label = labels[res.index]
+        res.attempts = attempts[res.index]
+        results[res.index] = res
+        bar.finished(res.ok)
+
+    return record
+
+
 class _BaseExecutor:
     def map(self, fn: Callable, items: Sequence, labels: Sequence[str] | None = None) -> list[TaskResult]:
         raise NotImplementedError
@@ -421,11 +433,7 @@ class ProcessPoolExecutor(_BaseExecutor):
         attempts = [0] * n
         bar = _Progress(n, self.progress)
 
-        def record(res: TaskResult) -> None:
-            res.label = labels[res.index]
-            res.attempts = attempts[res.index]
-            results[res.index] = res
-            bar.finished(res.ok)
+        record = _recorder(results, labels, attempts, bar)
 
         try:
             for i in range(len(self.slots)):
@@ -698,11 +706,7 @@ class RayExecutor(_BaseExecutor):
         bar = _Progress(n, self.progress)
         fn_ref = ray.put(fn)
 
-        def record(res: TaskResult) -> None:
-            res.label = labels[res.index]
-            res.attempts = attempts[res.index]
-            results[res.index] = res
-            bar.finished(res.ok)
+        record = _recorder(results, labels, attempts, bar)
 
         try:
             while pending or inflight:

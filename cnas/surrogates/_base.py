@@ -139,3 +139,11 @@ class SurrogateBase(RegressorMixin, BaseEstimator):
 
     def _predict(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
+
+
+def unique_capped(X: np.ndarray, y: np.ndarray, max_n: int | None,
+                  rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+    """Duplicates merged (:func:`merge_duplicates`), then at most ``max_n`` rows (:func:`subsample`)."""
+    X, y = merge_duplicates(X, y)
+    idx = subsample(len(X), max_n, rng)
+    return (X, y) if idx is None else (X[idx], y[idx])

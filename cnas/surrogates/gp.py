@@ -34,7 +34,7 @@ from sklearn.gaussian_process.kernels import ConstantKernel, WhiteKernel
 from sklearn.linear_model import RidgeCV
 
 from cnas.errors import ConfigError
-from cnas.surrogates._base import SEED_MAX, SurrogateBase, is_constant, merge_duplicates, subsample
+from cnas.surrogates._base import SEED_MAX, SurrogateBase, is_constant, subsample, unique_capped
 
 TREND_ALPHAS = (1e-8, 1e-4, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
@@ -71,10 +71,7 @@ class Kriging(SurrogateBase):
             v = getattr(self, name)
             if v is not None and int(v) < 2:
                 raise ConfigError(f"gp {name} must be at least 2 (or None), got {v!r}")
-        X, y = merge_duplicates(X, y)
-        idx = subsample(len(X), self.max_samples, rng)
-        if idx is not None:
-            X, y = X[idx], y[idx]
+        X, y = unique_capped(X, y, self.max_samples, rng)
         self.n_samples_fit_ = len(X)
         self.trend_ = RidgeCV(alphas=TREND_ALPHAS).fit(X, y)  # penalty by efficient leave-one-out
         resid = y - self.trend_.predict(X)

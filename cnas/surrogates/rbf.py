@@ -21,7 +21,7 @@ import numpy as np
 from scipy.interpolate import RBFInterpolator
 
 from cnas.errors import ConfigError
-from cnas.surrogates._base import SurrogateBase, merge_duplicates, subsample
+from cnas.surrogates._base import SurrogateBase, unique_capped
 
 
 class RBF(SurrogateBase):
@@ -44,10 +44,7 @@ class RBF(SurrogateBase):
     def _fit(self, X, y, rng):
         if self.max_samples is not None and int(self.max_samples) < 2:
             raise ConfigError(f"rbf max_samples must be at least 2 (or None), got {self.max_samples!r}")
-        X, y = merge_duplicates(X, y)
-        idx = subsample(len(X), self.max_samples, rng)
-        if idx is not None:
-            X, y = X[idx], y[idx]
+        X, y = unique_capped(X, y, self.max_samples, rng)
         self.n_samples_fit_ = len(X)
         self.center_ = X.mean(axis=0)
         _, s, vt = np.linalg.svd(X - self.center_, full_matrices=False)

@@ -1,19 +1,26 @@
 """Hypervolume against the number of trained archs on the bundled digits data: cnas's surrogate search, random
 search and NSGA-II without surrogates, at the same budget, over a few seeds (objectives top1 and MACs).
 
-    python benchmarks/search_quality.py [--budget 40] [--seeds 0 1 2] [--epochs 1] [--supernet supernets/digits.pth]
+    python benchmarks/search_quality.py [--budget 40] [--seeds 0 1 2 3 4 5] [--epochs 0]
+                                        [--supernet supernets/digits.pth] [--n_doe 8] [--pick gaps|hv]
+                                        [--cache FILE.json]
 
-Every arch is really trained and measured with cnas's candidate evaluation (``cnas.evaluation.evaluate_arch``,
-digits at 32 px, ``--epochs`` epochs; with ``--supernet`` weights are inherited from that checkpoint, built by
-``python -m cnas.supernet``). Evaluations are cached by arch, so an arch met by several methods or seeds is trained
-once (the evaluation is deterministic). The hypervolume uses one reference point for all methods and seeds: the
-worst error and the largest MACs among every arch any of them trained.
+Every arch is really evaluated with cnas's candidate evaluation (``cnas.evaluation.evaluate_arch``, digits at
+32 px). The defaults are the README quickstart's protocol: weights inherited from ``supernets/digits.pth`` (built by
+``python -m cnas.supernet``), batch-norm statistics re-estimated, ``--epochs 0`` epochs of further training;
+``--supernet none`` trains from scratch. Evaluations are cached by arch, so an arch met by several methods or seeds
+is evaluated once (the evaluation is deterministic); ``--cache`` keeps that cache between runs. The hypervolume
+uses one reference point for all methods and seeds: the worst error and the largest MACs among every arch any of
+them evaluated. Besides the curves of the mean over seeds it prints, per seed, after how many evaluations cnas
+reached that seed's final random-search hypervolume (2 means random search never improved on the smallest and
+largest arch that both start from).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +37,7 @@ from cnas.spaces import get_space
 
 class Evaluator:
     def __init__(self, settings: EvalSettings):
-        self.settings, self.cache, self.seconds = settings, {}, 0.0
+        self.settings, self.cache, self.seconds, self.trained = settings, {}, 0.0, 0
 
     def __call__(self, arch: dict) -> dict:
         key = json.dumps(arch, sort_keys=True)
@@ -38,6 +45,7 @@ class Evaluator:
             t = time.perf_counter()
             self.cache[key] = evaluate_arch(arch, self.settings)
             self.seconds += time.perf_counter() - t
+            self.trained += 1
         return self.cache[key]
 
 
@@ -63,12 +71,13 @@ class CachedExecutor:
         pass
 
 
-def run_cnas(ev: Evaluator, seed: int, budget: int, n_doe: int, n_iter: int, predictor: str) -> list:
+def run_cnas(ev: Evaluator, seed: int, budget: int, n_doe: int, n_iter: int, predictor: str,
+             pick: str = "gaps") -> list:
     trace: list = []
     with tempfile.TemporaryDirectory() as tmp:
         cfg = SearchConfig(save=tmp + "/run", sec_obj="macs", n_doe=n_doe, n_iter=n_iter,
                            iterations=(budget - n_doe) // n_iter, first_predictor=predictor, seed=seed, plots=False,
-                           progress=False, patience=0)
+                           progress=False, patience=0, pick=pick)
         Search(cfg, ev.settings, log=lambda m: None, executor=CachedExecutor(ev, trace)).run()
     return trace
 
@@ -122,26 +131,43 @@ def hv_curve(trace: list, ref: np.ndarray) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--budget", type=int, default=40)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--supernet", default=None, help="inherit weights from this supernet checkpoint")
-    ap.add_argument("--n_doe", type=int, default=16)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
+    ap.add_argument("--epochs", type=int, default=0)
+    ap.add_argument("--supernet", default="supernets/digits.pth",
+                    help="inherit weights from this supernet checkpoint ('none': random initialization)")
+    ap.add_argument("--n_doe", type=int, default=8)
     ap.add_argument("--n_iter", type=int, default=4)
     ap.add_argument("--pop", type=int, default=8, help="population of NSGA-II without surrogates")
     ap.add_argument("--predictor", default="as")
+    ap.add_argument("--pick", default="gaps", choices=["gaps", "hv"], help="cnas's candidate selection (--pick)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="write the curves as JSON here")
+    ap.add_argument("--cache", default=None,
+                    help="JSON file of measured stats by arch, read first and written at the end (re-runs with the "
+                         "same evaluation settings skip the trainings)")
     args = ap.parse_args()
+    if args.supernet in ("none", ""):
+        args.supernet = None
+    elif not Path(args.supernet).is_file():
+        sys.exit(f"search_quality.py: error: {args.supernet} not found; build it with python -m cnas.supernet "
+                 "(or pass --supernet none to train from scratch)")
+    if args.epochs == 0 and args.supernet is None:
+        sys.exit("search_quality.py: error: --epochs 0 needs --supernet (an untrained network has nothing to measure)")
     torch.set_num_threads(args.threads)
     settings = EvalSettings(epochs=args.epochs, supernet_path=args.supernet, eval_test=False)
     ev = Evaluator(settings)
+    cache_key = repr(settings)  # before the searches fill in the space name
+    if args.cache and Path(args.cache).is_file():
+        cached = json.loads(Path(args.cache).read_text())
+        if cached.get("settings") == cache_key:
+            ev.cache.update(cached["stats"])
     traces: dict[str, list] = {"cnas": [], "random": [], "nsga2": []}
     t0 = time.perf_counter()
     for seed in args.seeds:
-        traces["cnas"].append(run_cnas(ev, seed, args.budget, args.n_doe, args.n_iter, args.predictor))
+        traces["cnas"].append(run_cnas(ev, seed, args.budget, args.n_doe, args.n_iter, args.predictor, args.pick))
         traces["random"].append(run_random(ev, seed, args.budget))
         traces["nsga2"].append(run_nsga2(ev, seed, args.budget, args.pop))
-        print(f"seed {seed} done: {len(ev.cache)} distinct archs trained so far, "
+        print(f"seed {seed} done: {ev.trained} distinct archs evaluated so far, "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
     every = np.asarray([p for v in traces.values() for t in v for p in t], float)
     ref = every.max(axis=0)
@@ -154,13 +180,22 @@ def main() -> None:
     print(f"{'method':<8}" + "".join(f"{'n=' + str(n):>9}" for n in marks))
     for k, m in mean.items():
         print(f"{k:<8}" + "".join(f"{m[n - 1]:>9.4f}" for n in marks))
+    per_seed = []
+    for c, r in zip(curves["cnas"], curves["random"]):
+        hit = np.flatnonzero(c[: args.budget] >= r[: args.budget][-1])
+        per_seed.append(str(int(hit[0]) + 1) if len(hit) else f">{args.budget}")
+    print(f"per seed {args.seeds}: cnas reaches that seed's final random-search hypervolume after "
+          f"{', '.join(per_seed)} evaluations")
     final_random = mean["random"][-1]
     reach = np.flatnonzero(mean["cnas"] >= final_random)
     need = int(reach[0]) + 1 if len(reach) else None
     print(f"cnas reaches random search's final hypervolume ({final_random:.4f}) after "
           f"{need if need else 'more than ' + str(args.budget)} of {args.budget} evaluations"
           + (f" ({need / args.budget:.0%})" if need else ""))
-    print(f"{len(ev.cache)} distinct archs trained in {ev.seconds:.0f} s ({ev.seconds / max(1, len(ev.cache)):.1f} s each)")
+    print(f"{ev.trained} distinct archs evaluated in {ev.seconds:.0f} s ({ev.seconds / max(1, ev.trained):.1f} s each)"
+          + (f", {len(ev.cache) - ev.trained} read from {args.cache}" if len(ev.cache) > ev.trained else ""))
+    if args.cache:
+        Path(args.cache).write_text(json.dumps({"settings": cache_key, "stats": ev.cache}))
     if args.out:
         Path(args.out).write_text(json.dumps({k: [c.tolist() for c in v] for k, v in curves.items()}))
 

@@ -55,6 +55,7 @@ class SearchConfig:
     pop_size: int = 40
     n_gens: int = 20
     patience: int = 10
+    pick: str = "gaps"  # how the n_iter candidates are picked from the predicted front: gaps | hv
     constraint_mode: str = "native"
     seed: int = 0
     executor: str = "local"
@@ -79,6 +80,8 @@ class SearchConfig:
             raise ConfigError("--n_iter must be >= 1, --pop_size >= 2, --n_workers >= 1 and --as_folds >= 2")
         if self.n_doe < 2:
             raise ConfigError(f"--n_doe must be at least 2 (the smallest and largest arch), got {self.n_doe}")
+        if self.pick not in ("gaps", "hv"):
+            raise ConfigError(f"--pick must be gaps or hv, got {self.pick!r}")
         if self.constraint_mode not in ("native", "penalty"):
             raise ConfigError(f"--constraint_mode must be native or penalty, got {self.constraint_mode!r}")
         if self.executor not in ("local", "ray"):
@@ -93,8 +96,14 @@ class SearchConfig:
         return self
 
 
+#: search settings added after the first release, with the behaviour runs had before them: at that value they
+#: are left out of the settings hash, so earlier runs still resume
+LATER_SETTINGS = {"pick": "gaps"}
+
+
 def settings_hash(cfg: SearchConfig, ev: EvalSettings) -> str:
-    d = {k: v for k, v in asdict(cfg).items() if k not in SearchConfig.RUNTIME}
+    d = {k: v for k, v in asdict(cfg).items() if k not in SearchConfig.RUNTIME
+         and not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])}
     e = {k: v for k, v in asdict(ev).items() if k not in ("device", "num_threads", "progress", "num_workers")}
     return hashlib.sha256(json.dumps({"search": d, "evaluation": e}, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -316,6 +325,7 @@ class Search:
                           "n_train": int(ok.sum())}
             if hasattr(model, "fold_scores_"):
                 info[name]["fold_tau"] = {k: float(np.mean(v)) for k, v in model.fold_scores_.items()}
+                info[name]["switch_score"] = {k: float(v) for k, v in model.scores_.items()}
         return predictors, info
 
     def propose(self, predictors: dict, seed: int) -> tuple[np.ndarray, np.ndarray, float | None]:
@@ -392,7 +402,7 @@ class Search:
             Xc_front, Fc_front = np.arange(len(Fc)), Fc
         F_arch = self.F(self.archive.entries)
         front = F_arch[non_dominated(F_arch)] if len(F_arch) else F_arch
-        chosen = select_subset(Fc_front, front, k, seed)
+        chosen = select_subset(Fc_front, front, k, seed, rule=self.cfg.pick)
         return np.asarray(Xc_front)[chosen]
 
     # ------------------------------------------------------------ the loop

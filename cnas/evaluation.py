@@ -94,6 +94,9 @@ class EvalSettings(TrainConfig):
             raise ConfigError(f"--alpha must be in [0, 1], got {self.alpha}")
         if not 0 <= self.top1min <= 1:
             raise ConfigError(f"--top1min is a minimum accuracy as a fraction in [0, 1], got {self.top1min}")
+        if self.epochs == 0 and not (self.supernet_path and self.pretrained):
+            raise ConfigError("--n_epochs 0 measures the weights as they are: it needs inherited weights "
+                              "(--supernet_path, with --pretrained true); without them the network is untrained")
         super().validate()
         return self
 

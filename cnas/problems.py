@@ -157,15 +157,19 @@ def hypervolume(F: np.ndarray, ref: np.ndarray) -> float:
     return float(HV(ref_point=ref)(F) / np.prod(ref))
 
 
-def select_subset(F_cand: np.ndarray, F_front: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Pick ``k`` of the candidates. Two objectives: the original's rule, the subset whose second-objective values,
-    together with the archive front's, leave the most even gaps (minimum std of the sorted gaps), searched with a
-    pymoo GA over binary masks repaired to exactly ``k`` ones. More objectives: greedy hypervolume contribution on
-    objectives normalized over candidates and front."""
+def select_subset(F_cand: np.ndarray, F_front: np.ndarray, k: int, seed: int, rule: str = "gaps") -> np.ndarray:
+    """Pick ``k`` of the candidates (rows of predicted objective values) given the archive's measured front.
+
+    ``rule="gaps"`` with two objectives: the original's rule, the subset whose second-objective values, together with
+    the archive front's, leave the most even gaps (minimum std of the sorted gaps), searched with a pymoo GA over
+    binary masks repaired to exactly ``k`` ones; it does not look at the first objective. ``rule="hv"``, and any
+    rule with three or more objectives: greedy hypervolume contribution over the archive's front, on objectives
+    normalized over candidates and front (each pick is the candidate whose predicted values add the most
+    hypervolume to the front plus the picks so far)."""
     n = len(F_cand)
     if n <= k:
         return np.arange(n)
-    if F_cand.shape[1] == 2:
+    if F_cand.shape[1] == 2 and rule == "gaps":
         return _gap_subset(F_cand[:, 1], np.asarray(F_front)[:, 1] if len(F_front) else np.zeros(0), k, seed)
     return _greedy_hv_subset(F_cand, F_front, k)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cnas.cli import (ArgumentParser, add_dataclass_args, build_settings, given_fields, load_config_file,
                       split_config)
-from cnas.engine import Search, SearchConfig
+from cnas.engine import LATER_SETTINGS, Search, SearchConfig
 from cnas.errors import ConfigError, StatsFileError, run_cli
 from cnas.evaluation import EvalSettings
 from cnas.fileio import read_json
@@ -36,6 +36,8 @@ HELP = {
     "as_folds": "folds of adaptive switching's cross-validation (the original used 10)",
     "lr": "lower input resolution", "ur": "upper input resolution", "rstep": "resolution step",
     "patience": "stop after this many iterations without hypervolume gain (0: never)",
+    "pick": "how each iteration picks its n_iter candidates from the predicted front: gaps (the original's: even "
+              "gaps along the second objective) or hv (largest predicted hypervolume gain over the archive's front)",
     "constraint_mode": "native (pymoo constraints, feasibility first) or penalty (the original's)",
     "executor": "local or ray", "n_workers": "local worker processes (one torch thread each)",
     "gpu_list": "GPU ids for local workers, e.g. '0 1 2 3'", "gpu": "GPUs per job (ray)",
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         if cfg_file.exists():
             rec = read_json(cfg_file, "config file", StatsFileError)
             base_s, base_e = rec.get("search", {}), rec.get("evaluation", {})
+            base_s = {**LATER_SETTINGS, **base_s}  # a run from before a setting existed had its old behaviour
             base_s["save"] = str(stats.parent)
     file_cfg = load_config_file(args.config) if args.config else {}
     known = set(split_config(file_cfg, SearchConfig)) | set(split_config(file_cfg, EvalSettings, EVAL_RENAME)) \

@@ -127,3 +127,11 @@ def test_cli_bad_arch_is_one_line(tmp_path):
     f.write_text("{not json")
     r = run_cli("--model_path", str(f))
     assert r.returncode == 2 and "not valid JSON" in r.stderr
+
+
+def test_zero_epochs_needs_inherited_weights():
+    with pytest.raises(ConfigError, match="--n_epochs 0"):
+        EvalSettings(epochs=0).validate()
+    with pytest.raises(ConfigError, match="--n_epochs 0"):
+        EvalSettings(epochs=0, supernet_path="supernets/digits.pth", pretrained=False).validate()
+    EvalSettings(epochs=0, supernet_path="supernets/digits.pth").validate()

@@ -112,6 +112,27 @@ def test_search_beats_random_sampling(tmp_path):
     assert len(design) == 10 and hv_search > hv_random
 
 
+def test_hv_selection_picks_predicted_improvements():
+    from cnas.problems import select_subset
+
+    front = np.array([[10.0, 1.0], [5.0, 5.0], [2.0, 9.0]])
+    cand = np.array([[11.0, 1.5],   # dominated by the front: adds nothing
+                     [3.0, 2.0],    # dominates the front's middle: the largest gain
+                     [4.0, 7.0],    # dominated by [3, 2]: adds nothing once [3, 2] is chosen
+                     [1.0, 12.0],   # beyond the front's most accurate end
+                     [12.0, 0.5]])  # beyond the front's cheapest end
+    assert select_subset(cand, front, 1, 0, rule="hv").tolist() == [1]
+    picked = select_subset(cand, front, 3, 0, rule="hv").tolist()
+    assert 1 in picked and 0 not in picked and 2 not in picked
+    # the original's rule only looks at the second objective's gaps
+    assert len(select_subset(cand, front, 3, 0, rule="gaps")) == 3
+
+
+def test_search_with_hv_selection(tmp_path):
+    s, archive = run(config(tmp_path, pick="hv"))
+    assert len(archive) == 10 + 3 * 4
+
+
 def test_resume_gives_the_uninterrupted_archive(tmp_path):
     run(config(tmp_path, name="full"))
     run(config(tmp_path, name="part", iterations=1))
@@ -191,6 +212,7 @@ def test_avg_macs_on_early_exit_space(tmp_path):
     (dict(first_predictor="svm"), "unknown predictor 'svm'"),
     (dict(search_space="resnet"), "unknown search space"),
     (dict(n_doe=1), "--n_doe"),
+    (dict(pick="random"), "--pick must be gaps or hv"),
 ])
 def test_bad_settings(tmp_path, kw, needle):
     with pytest.raises(ConfigError, match=needle):

@@ -14,7 +14,7 @@ from sklearn.model_selection import cross_val_score
 
 from cnas.errors import ConfigError, UsageError
 from cnas.spaces import get_space
-from cnas.surrogates import PREDICTORS, AdaptiveSwitching, get_predictor, rank_quality
+from cnas.surrogates import PREDICTORS, AdaptiveSwitching, get_predictor, kendall_tau, rank_quality
 
 SPACE = get_space("mobilenetv3", 128, 224, 4)
 NAMES = ["rbf", "gp", "mlp", "carts", "as"]
@@ -253,9 +253,33 @@ def test_carts_bad_max_features(bad):
 
 
 # ---------------------------------------------------------------------------------------------- adaptive switching
-def test_adaptive_switching_picks_argmax_of_mean_minus_std():
+def test_adaptive_switching_picks_argmax_of_pooled_out_of_fold_tau():
+    from sklearn.model_selection import KFold
+
     X, y = data(60)
     model = fast("as", random_state=0).fit(X, y)
+    assert set(model.scores_) == {"rbf", "gp", "carts"} and model.winner_ == max(model.scores_, key=model.scores_.get)
+    # the winner's score is the Kendall tau of its out-of-fold predictions over all samples: recompute it with the
+    # same folds (the fold seed is the switch's first draw after the members' seeds)
+    rng = np.random.RandomState(0)
+    seeds = {name: int(rng.randint(2**31 - 1)) for name in ("rbf", "gp", "carts")}
+    folds = KFold(3, shuffle=True, random_state=int(rng.randint(2**31 - 1))).split(X)
+    oof = np.empty(len(y))
+    for trn, tst in folds:
+        params = FAST["as"]["pool_params"].get(model.winner_, {})
+        member = get_predictor(model.winner_, random_state=seeds[model.winner_], **params)
+        oof[tst] = member.fit(X[trn], y[trn]).predict(X[tst])
+    assert model.scores_[model.winner_] == pytest.approx(kendall_tau(oof, y))
+
+
+def test_adaptive_switching_unknown_criterion():
+    with pytest.raises(ConfigError, match="criterion"):
+        get_predictor("as", criterion="median").fit(*data(20))
+
+
+def test_adaptive_switching_mean_minus_std_as_the_original():
+    X, y = data(60)
+    model = fast("as", random_state=0, criterion="mean_std").fit(X, y)
     assert isinstance(model, AdaptiveSwitching)
     assert set(model.fold_scores_) == {"rbf", "gp", "carts"}
     assert all(len(s) == 3 for s in model.fold_scores_.values())

@@ -174,7 +174,7 @@ def main() -> None:
     curves = {k: [hv_curve(t, ref) for t in v] for k, v in traces.items()}
     mean = {k: np.mean([c[: args.budget] for c in v], axis=0) for k, v in curves.items()}
     src = f"inherited from {args.supernet}" if args.supernet else "random init"
-    print(f"\nnormalized hypervolume (top1 error, MACs) after n trained archs; digits 32 px, {args.epochs} epoch(s), "
+    print(f"\nnormalized hypervolume (top1 error, MACs) after n evaluated archs; digits 32 px, {args.epochs} epoch(s), "
           f"{src}; mean of seeds {args.seeds}")
     marks = [n for n in (8, 16, 24, 32, 40, 60, 80, 100) if n <= args.budget]
     print(f"{'method':<8}" + "".join(f"{'n=' + str(n):>9}" for n in marks))

@@ -48,6 +48,7 @@ class SearchConfig:
     first_predictor: str = "as"
     sec_predictor: str | None = None
     as_folds: int = 5  # k of adaptive switching's k-fold choice (the original: 10; 5 halves the fit time)
+    as_criterion: str = "pooled"  # adaptive switching's winner: pooled out-of-fold tau | mean_std (the original's)
     search_space: str = "mobilenetv3"
     lr: int = 32  # lower resolution (the original's name)
     ur: int = 32  # upper resolution
@@ -80,6 +81,8 @@ class SearchConfig:
             raise ConfigError("--n_iter must be >= 1, --pop_size >= 2, --n_workers >= 1 and --as_folds >= 2")
         if self.n_doe < 2:
             raise ConfigError(f"--n_doe must be at least 2 (the smallest and largest arch), got {self.n_doe}")
+        if self.as_criterion not in ("pooled", "mean_std"):
+            raise ConfigError(f"--as_criterion must be pooled or mean_std, got {self.as_criterion!r}")
         if self.pick not in ("gaps", "hv"):
             raise ConfigError(f"--pick must be gaps or hv, got {self.pick!r}")
         if self.constraint_mode not in ("native", "penalty"):
@@ -98,7 +101,7 @@ class SearchConfig:
 
 #: search settings added after the first release, with the behaviour runs had before them: at that value they
 #: are left out of the settings hash, so earlier runs still resume
-LATER_SETTINGS = {"pick": "gaps"}
+LATER_SETTINGS = {"pick": "gaps", "as_criterion": "mean_std"}
 
 
 def settings_hash(cfg: SearchConfig, ev: EvalSettings) -> str:
@@ -318,7 +321,7 @@ class Search:
             ok = np.isfinite(y)
             if ok.sum() < 2:
                 raise ConfigError(f"cannot fit a predictor for {name}: fewer than 2 evaluated archs have it")
-            params = {"n_splits": self.cfg.as_folds} if kind == "as" else {}
+            params = {"n_splits": self.cfg.as_folds, "criterion": self.cfg.as_criterion} if kind == "as" else {}
             model = get_predictor(kind, random_state=seed + i, **params).fit(X[ok], y[ok])
             predictors[name] = model.predict
             info[name] = {"model": kind, "name": name, "winner": getattr(model, "winner_", kind),

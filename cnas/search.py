@@ -36,6 +36,8 @@ HELP = {
     "as_folds": "folds of adaptive switching's cross-validation (the original used 10)",
     "lr": "lower input resolution", "ur": "upper input resolution", "rstep": "resolution step",
     "patience": "stop after this many iterations without hypervolume gain (0: never)",
+    "as_criterion": "adaptive switching's choice: pooled (Kendall tau of all out-of-fold predictions together) or "
+                    "mean_std (the original's mean minus std of the per-fold taus)",
     "pick": "how each iteration picks its n_iter candidates from the predicted front: gaps (the original's: even "
               "gaps along the second objective) or hv (largest predicted hypervolume gain over the archive's front)",
     "constraint_mode": "native (pymoo constraints, feasibility first) or penalty (the original's)",

@@ -213,6 +213,7 @@ def test_avg_macs_on_early_exit_space(tmp_path):
     (dict(search_space="resnet"), "unknown search space"),
     (dict(n_doe=1), "--n_doe"),
     (dict(pick="random"), "--pick must be gaps or hv"),
+    (dict(as_criterion="median"), "--as_criterion must be pooled or mean_std"),
 ])
 def test_bad_settings(tmp_path, kw, needle):
     with pytest.raises(ConfigError, match=needle):
@@ -237,9 +238,13 @@ def cli(*args, cwd):
 def test_cli_end_to_end_and_resume(tmp_path):
     common = ["--save", "r", "--sec_obj", "macs", "--n_doe", "3", "--n_iter", "2", "--n_epochs", "1",
               "--first_predictor", "rbf", "--pop_size", "10", "--n_gens", "3", "--quiet", "--num_threads", "1"]
-    res = cli(*common, "--iterations", "1", cwd=tmp_path)
+    res = cli(*common, "--iterations", "1", "--as_criterion", "mean_std", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "iter 1:" in res.stdout and (tmp_path / "r" / "summary.txt").exists()
+    # a run written before --pick and --as_criterion existed (it behaved as gaps / mean_std) still resumes
+    rec = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert rec["search"].pop("pick") == "gaps" and rec["search"].pop("as_criterion") == "mean_std"
+    (tmp_path / "r" / "config.json").write_text(json.dumps(rec))
     res = cli("--resume", "r/iter_1.stats", "--iterations", "2", "--quiet", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     st = json.loads((tmp_path / "r" / "iter_2.stats").read_text())

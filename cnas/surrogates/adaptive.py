@@ -6,10 +6,11 @@ std(tau)`` of the per-fold Kendall taus (``criterion="mean_std"``).
 
 Deviations: by default (``criterion="pooled"``) the winner is the model whose out-of-fold predictions, all folds
 together, rank the samples best (one Kendall tau over all n samples). A fold of a small archive holds a handful of
-archs, so its tau is coarse (with 10 archs a fold, one swapped pair moves it by 0.02-0.2) and ``mean - std`` of such
-values often crowns the wrong model: on 100 digits archs evaluated with inherited weights (``benchmarks/fidelity.py``
-archive), the pooled choice ranked held-out archs at Kendall tau 0.44 against 0.36 for ``mean - std`` (3 x 5-fold),
-and 0.51 against 0.48 on a multi-resolution archive. The default pool is rbf, gp, carts, mlp (the original's was rbf, carts, mlp; gp could not run on
+archs, so its tau is coarse (with 10 archs in a fold, one swapped pair moves it by 0.02) and ``mean - std`` of
+such values is a noisy way to rank the models: on 100 digits archs evaluated with inherited weights (the
+``benchmarks/fidelity.py`` archive), the pooled choice ranked held-out archs at Kendall tau 0.405 against 0.382 for
+``mean - std`` (3 x 5-fold, paired difference 0.024 +- 0.023), 0.496 against 0.468 on a multi-resolution archive,
+and equal (0.085 / 0.089) where nothing is predictable. The default pool is rbf, gp, carts, mlp (the original's was rbf, carts, mlp; gp could not run on
 numpy 2), the members are the fast cnas predictors (the original's switch took 737 s on 100 archs), folds are
 shuffled with ``random_state``, a fold scores tau = 0 where tau is undefined (constant predictions or targets),
 the number of folds drops to ``len(X) // 2`` on tiny archives (each fold holds at least 2 archs) and the switch

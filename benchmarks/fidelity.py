@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import KFold
 
+from cnas import complexity
 from cnas.evaluation import EvalSettings, evaluate_arch
 from cnas.spaces import get_space
 from cnas.surrogates import get_predictor, kendall_tau
@@ -57,7 +58,8 @@ def settings_for(args, seed: int, eval_test: bool) -> EvalSettings:
         return EvalSettings(epochs=args.epochs, seed=seed, batch_size=128, lr=0.01, warmup_epochs=0,
                             label_smoothing=0.0, bn_recalibrate=False, eval_test=eval_test,
                             supernet_path=args.supernet)
-    return EvalSettings(epochs=args.epochs, seed=seed, eval_test=eval_test, supernet_path=args.supernet)
+    return EvalSettings(epochs=args.epochs, seed=seed, eval_test=eval_test, supernet_path=args.supernet,
+                        warmup_ee_epochs=args.warmup_ee_epochs)
 
 
 def run(archs: list[dict], args, key: str) -> tuple[np.ndarray, np.ndarray, float]:
@@ -78,12 +80,14 @@ def run(archs: list[dict], args, key: str) -> tuple[np.ndarray, np.ndarray, floa
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n_archs", type=int, default=100)
+    ap.add_argument("--n_archs", type=int, default=100, help="plain archs (0: only the --ee part)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--epochs", type=int, default=0)
     ap.add_argument("--supernet", default="supernets/digits.pth", help="'none': random initialization")
     ap.add_argument("--protocol", choices=["default", "original"], default="default")
     ap.add_argument("--ee", type=int, default=0, help="also this many EDANAS archs (avg_macs spread)")
+    ap.add_argument("--warmup_ee_epochs", type=int, default=EvalSettings.warmup_ee_epochs,
+                    help="epochs of exit training (early-exit archs)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quiet", action="store_true", help="no per-arch lines")
@@ -96,6 +100,18 @@ def main() -> None:
     if args.epochs == 0 and args.supernet is None:
         sys.exit("fidelity.py: error: --epochs 0 needs --supernet (an untrained network has nothing to measure)")
     torch.set_num_threads(args.threads)
+    if args.n_archs > 0:
+        plain(args)
+    if args.ee:
+        ee = get_space("eemobilenetv3", 32, 32)
+        ee_archs = [dict(a, r=32) for a in ee.sample(args.ee, 1) if any(ee.exit_mask(a))]
+        avg, _, cost_ee = run(ee_archs, args, "avg_macs")
+        rep, across = spread(avg)
+        print(f"\navg_macs (EDANAS, {len(ee_archs)} archs): repeat std {rep:.3f}, across-arch std {across:.3f}, "
+              f"ratio {rep / across:.3f}; cost {cost_ee:.1f} s per candidate")
+
+
+def plain(args) -> None:
     space = get_space("mobilenetv3", 32, 32)
     archs = [dict(a, r=32) for a in space.initial_design(args.n_archs, 0)]
     src = f"inherited from {args.supernet}" if args.supernet else "random init"
@@ -104,8 +120,6 @@ def main() -> None:
     rep, across = spread(top1)
     failed = float(np.mean(top1 > FAIL_ERROR))
     X = space.encode_many([{k: v for k, v in a.items() if k != "r"} for a in archs])
-    from cnas import complexity
-
     macs = np.array([complexity.count(a, 10, 32)["macs"] for a in archs])
     print(f"\ntop1 error: mean {top1.mean():.2f} %, range {top1.min():.2f}..{top1.max():.2f}")
     print(f"repeat std {rep:.3f}, across-arch std {across:.3f}, ratio repeat/across {rep / across:.3f} "
@@ -116,13 +130,6 @@ def main() -> None:
     print(f"{args.folds}-fold Kendall tau on the archive (first seed; target as >= 0.6):")
     for name in ("rbf", "gp", "carts", "mlp", "as"):
         print(f"  {name:<6} {kfold_tau(X, top1[:, 0], name, args.folds, 0):.3f}", flush=True)
-    if args.ee:
-        ee = get_space("eemobilenetv3", 32, 32)
-        ee_archs = [dict(a, r=32) for a in ee.sample(args.ee, 1) if any(ee.exit_mask(a))]
-        avg, _, cost_ee = run(ee_archs, args, "avg_macs")
-        rep, across = spread(avg)
-        print(f"\navg_macs (EDANAS, {len(ee_archs)} archs): repeat std {rep:.3f}, across-arch std {across:.3f}, "
-              f"ratio {rep / across:.3f}; cost {cost_ee:.1f} s per candidate")
 
 
 if __name__ == "__main__":

@@ -234,7 +234,9 @@ def evaluate_arch(arch: dict, settings: EvalSettings, out_dir: str | Path | None
         ee = EEConfig(method=method, warmup_ee_epochs=settings.warmup_ee_epochs,
                       ee_epochs=settings.ee_epochs, w_alpha=settings.w_alpha, w_beta=settings.w_beta,
                       w_gamma=settings.w_gamma, mmax=settings.tiny_ml_kwargs()["mmax"], top1min=settings.top1min,
-                      tune_epsilon=settings.tune_epsilon, support_set=settings.support_set)
+                      tune_epsilon=settings.tune_epsilon, support_set=settings.support_set,
+                      # an inherited backbone measured without training stays as it was measured
+                      freeze_backbone=inherited and settings.epochs == 0)
         model = EENetwork(subnet, arch, n_classes, resolution=r).to(dev)
         costs = exit_costs(counts)
         train_loader, support_loader = loaders.train, None

@@ -135,3 +135,24 @@ def test_zero_epochs_needs_inherited_weights():
     with pytest.raises(ConfigError, match="--n_epochs 0"):
         EvalSettings(epochs=0, supernet_path="supernets/digits.pth", pretrained=False).validate()
     EvalSettings(epochs=0, supernet_path="supernets/digits.pth").validate()
+
+
+def test_joint_exits_on_a_frozen_backbone_leave_it_unchanged():
+    from cnas.data import load_data
+    from cnas.models import EENetwork, get_subnet
+    from cnas.models.ofa_net import build_supernet
+    from cnas.training.early_exit import EEConfig, exit_costs, train_exits
+    from cnas.training.trainer import TrainConfig
+
+    torch.manual_seed(0)
+    arch = small("eemobilenetv3", t=[0.1, 1, 0.2, 1])
+    loaders = load_data("digits", resolution=32, batch_size=64, seed=0)
+    model = EENetwork(get_subnet(build_supernet(10), arch), arch, 10, resolution=32)
+    backbone = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    heads = {k: v.clone() for k, v in model.heads.state_dict().items()}
+    ee = EEConfig(method="joint", warmup_ee_epochs=1, freeze_backbone=True)
+    train_exits(model, loaders.train, loaders.val, TrainConfig(epochs=1), ee,
+                exit_costs(complexity.count(arch, 10, 32)))
+    assert all(torch.equal(v, backbone[k]) for k, v in model.backbone.state_dict().items())  # weights and BN stats
+    assert any(not torch.equal(v, heads[k]) for k, v in model.heads.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters())

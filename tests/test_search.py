@@ -128,9 +128,20 @@ def test_hv_selection_picks_predicted_improvements():
     assert len(select_subset(cand, front, 3, 0, rule="gaps")) == 3
 
 
-def test_search_with_hv_selection(tmp_path):
+def test_search_passes_pick_to_the_selection(tmp_path, monkeypatch):
+    import cnas.engine
+    from cnas.problems import select_subset
+
+    rules = []
+
+    def spy(*args, rule="gaps"):
+        rules.append(rule)
+        return select_subset(*args, rule=rule)
+
+    monkeypatch.setattr(cnas.engine, "select_subset", spy)
     s, archive = run(config(tmp_path, pick="hv"))
-    assert len(archive) == 10 + 3 * 4
+    assert len(archive) == 10 + 3 * 4 and rules and set(rules) == {"hv"}
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["search"]["pick"] == "hv"
 
 
 def test_resume_gives_the_uninterrupted_archive(tmp_path):

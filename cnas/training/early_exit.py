@@ -29,6 +29,7 @@ Deviations from the original, and why:
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -58,6 +59,7 @@ class EEConfig:
     tune_epsilon: bool = False
     support_set: bool = False
     support_fraction: float = 0.1
+    freeze_backbone: bool = False  # joint: train the heads only (the backbone keeps its weights and BN statistics)
 
 
 def exit_costs(counts: dict) -> list[float]:
@@ -225,6 +227,19 @@ def support_matrix(out: ExitOutputs, n_classes: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- the two-stage procedure
+@contextmanager
+def _frozen(module: nn.Module):
+    """No gradients for ``module``'s parameters inside the block."""
+    params = list(module.parameters())
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def _freeze_backbone_bn(model: EENetwork) -> Callable[[int, nn.Module], None]:
     def hook(epoch, _model):
         model.backbone.eval()
@@ -251,14 +266,18 @@ def train_exits(model: EENetwork, train_loader, val_loader, train_cfg: TrainConf
 
     extra: dict = {}
     if ee.method == "joint":
-        train(model, train_loader, val_loader, cfg, device=device, loss_fn=joint_loss(model), eval_fn=eval_fn, log=log)
+        if not ee.freeze_backbone:
+            train(model, train_loader, val_loader, cfg, device=device, loss_fn=joint_loss(model), eval_fn=eval_fn,
+                  log=log)
+            return extra
+        with _frozen(model.backbone):
+            train(model, train_loader, val_loader, cfg, device=device, loss_fn=joint_loss(model), eval_fn=eval_fn,
+                  params=list(model.heads.parameters()), log=log, on_epoch_start=_freeze_backbone_bn(model))
         return extra
     if ee.method != "bernulli":
         from cnas.errors import ConfigError
 
         raise ConfigError(f"--method must be joint or bernulli, got {ee.method!r}")
-    for p in model.backbone.parameters():
-        p.requires_grad_(False)
     n_gamma = ee.warmup_ee_epochs if ee.support_set else epochs
     loss = BernulliLoss(model, costs, ee, n_gamma)
     freeze = _freeze_backbone_bn(model)
@@ -271,12 +290,9 @@ def train_exits(model: EENetwork, train_loader, val_loader, train_cfg: TrainConf
             model.train()
             freeze(epoch, m)
 
-    try:
+    with _frozen(model.backbone):
         train(model, train_loader, val_loader, cfg, device=device, loss_fn=loss, eval_fn=eval_fn,
               params=list(model.heads.parameters()), log=log, on_epoch_start=on_epoch_start)
-    finally:
-        for p in model.backbone.parameters():
-            p.requires_grad_(True)
     if loss.support is not None:
         extra["support_conf"] = loss.support.mean(0).tolist()
     return extra

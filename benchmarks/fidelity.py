@@ -22,15 +22,14 @@ for their measured ``avg_macs``.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.model_selection import KFold
 
 from cnas import complexity
+from _protocol import add_protocol_args, check_protocol
 from cnas.evaluation import EvalSettings, evaluate_arch
 from cnas.spaces import get_space
 from cnas.surrogates import get_predictor, kendall_tau
@@ -82,8 +81,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n_archs", type=int, default=100, help="plain archs (0: only the --ee part)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--epochs", type=int, default=0)
-    ap.add_argument("--supernet", default="supernets/digits.pth", help="'none': random initialization")
+    add_protocol_args(ap)
     ap.add_argument("--protocol", choices=["default", "original"], default="default")
     ap.add_argument("--ee", type=int, default=0, help="also this many EDANAS archs (avg_macs spread)")
     ap.add_argument("--warmup_ee_epochs", type=int, default=EvalSettings.warmup_ee_epochs,
@@ -92,13 +90,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quiet", action="store_true", help="no per-arch lines")
     args = ap.parse_args()
-    if args.supernet in ("none", ""):
-        args.supernet = None
-    elif not Path(args.supernet).is_file():
-        sys.exit(f"fidelity.py: error: {args.supernet} not found; build it with python -m cnas.supernet "
-                 "(or pass --supernet none to train from scratch)")
-    if args.epochs == 0 and args.supernet is None:
-        sys.exit("fidelity.py: error: --epochs 0 needs --supernet (an untrained network has nothing to measure)")
+    check_protocol(args, "fidelity.py")
     torch.set_num_threads(args.threads)
     if args.n_archs > 0:
         plain(args)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from cnas.engine import Search, SearchConfig
+from _protocol import add_protocol_args, check_protocol
 from cnas.evaluation import EvalSettings, evaluate_arch
 from cnas.executors import TaskResult
 from cnas.problems import hypervolume, non_dominated
@@ -132,9 +132,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--budget", type=int, default=40)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
-    ap.add_argument("--epochs", type=int, default=0)
-    ap.add_argument("--supernet", default="supernets/digits.pth",
-                    help="inherit weights from this supernet checkpoint ('none': random initialization)")
+    add_protocol_args(ap)
     ap.add_argument("--n_doe", type=int, default=8)
     ap.add_argument("--n_iter", type=int, default=4)
     ap.add_argument("--pop", type=int, default=8, help="population of NSGA-II without surrogates")
@@ -146,13 +144,7 @@ def main() -> None:
                     help="JSON file of measured stats by arch, read first and written at the end (re-runs with the "
                          "same evaluation settings skip the trainings)")
     args = ap.parse_args()
-    if args.supernet in ("none", ""):
-        args.supernet = None
-    elif not Path(args.supernet).is_file():
-        sys.exit(f"search_quality.py: error: {args.supernet} not found; build it with python -m cnas.supernet "
-                 "(or pass --supernet none to train from scratch)")
-    if args.epochs == 0 and args.supernet is None:
-        sys.exit("search_quality.py: error: --epochs 0 needs --supernet (an untrained network has nothing to measure)")
+    check_protocol(args, "search_quality.py")
     torch.set_num_threads(args.threads)
     settings = EvalSettings(epochs=args.epochs, supernet_path=args.supernet, eval_test=False)
     ev = Evaluator(settings)

@@ -137,7 +137,7 @@ def test_zero_epochs_needs_inherited_weights():
     EvalSettings(epochs=0, supernet_path="supernets/digits.pth").validate()
 
 
-def test_joint_exits_on_a_frozen_backbone_leave_it_unchanged():
+def test_joint_exits_on_a_frozen_backbone_leave_it_unchanged(monkeypatch):
     from cnas.data import load_data
     from cnas.models import EENetwork, get_subnet
     from cnas.models.ofa_net import build_supernet
@@ -150,9 +150,23 @@ def test_joint_exits_on_a_frozen_backbone_leave_it_unchanged():
     model = EENetwork(get_subnet(build_supernet(10), arch), arch, 10, resolution=32)
     backbone = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     heads = {k: v.clone() for k, v in model.heads.state_dict().items()}
+    import cnas.training.early_exit as early_exit
+
+    selected = []
+    real_train = early_exit.train
+
+    def spy(*args, **kw):
+        selected.append(args[3].select)
+        return real_train(*args, **kw)
+
+    monkeypatch.setattr(early_exit, "train", spy)
     ee = EEConfig(method="joint", warmup_ee_epochs=1, freeze_backbone=True)
-    train_exits(model, loaders.train, loaders.val, TrainConfig(epochs=1), ee,
-                exit_costs(complexity.count(arch, 10, 32)))
+    costs = exit_costs(complexity.count(arch, 10, 32))
+    train_exits(model, loaders.train, loaders.val, TrainConfig(epochs=1), ee, costs)
     assert all(torch.equal(v, backbone[k]) for k, v in model.backbone.state_dict().items())  # weights and BN stats
     assert any(not torch.equal(v, heads[k]) for k, v in model.heads.state_dict().items())
     assert all(p.requires_grad for p in model.parameters())
+    # the frozen path keeps the last epoch; joint training of the whole net keeps the most accurate one
+    train_exits(model, loaders.train, loaders.val, TrainConfig(epochs=1), EEConfig(method="joint",
+                warmup_ee_epochs=1), costs)
+    assert selected == ["last", "val_acc"]

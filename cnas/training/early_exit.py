@@ -23,6 +23,8 @@ Deviations from the original, and why:
 - The support set (``--support_set``) is a fixed, class-balanced 10 % of the training split held out from EE
   training (the original re-drew it every epoch from the augmented set, scanning it once per class).
 - Frozen means frozen: the backbone's batch-norm statistics are not updated while the heads train.
+- ``joint`` with ``freeze_backbone`` (set by the evaluation when an inherited backbone was measured without
+  training, ``--n_epochs 0``): only the heads train, on EDANAS's loss, and the last epoch is kept.
 - A NACHOS net without ``--tune_epsilon`` uses threshold 0.5 per exit (the original crashed).
 """
 

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from sklearn.model_selection import KFold
 
-from cnas import complexity
 from _protocol import add_protocol_args, check_protocol
+from cnas import complexity
 from cnas.evaluation import EvalSettings, evaluate_arch
 from cnas.spaces import get_space
 from cnas.surrogates import get_predictor, kendall_tau

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnas.engine import Search, SearchConfig
 from _protocol import add_protocol_args, check_protocol
+from cnas.engine import Search, SearchConfig
 from cnas.evaluation import EvalSettings, evaluate_arch
 from cnas.executors import TaskResult
 from cnas.problems import hypervolume, non_dominated

@@ -166,6 +166,8 @@ def select_subset(F_cand: np.ndarray, F_front: np.ndarray, k: int, seed: int, ru
     rule with three or more objectives: greedy hypervolume contribution over the archive's front, on objectives
     normalized over candidates and front (each pick is the candidate whose predicted values add the most
     hypervolume to the front plus the picks so far)."""
+    if rule not in ("gaps", "hv"):
+        raise ValueError(f"rule must be 'gaps' or 'hv', got {rule!r}")
     n = len(F_cand)
     if n <= k:
         return np.arange(n)

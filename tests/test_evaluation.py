@@ -138,6 +138,7 @@ def test_zero_epochs_needs_inherited_weights():
 
 
 def test_joint_exits_on_a_frozen_backbone_leave_it_unchanged(monkeypatch):
+    import cnas.training.early_exit as early_exit
     from cnas.data import load_data
     from cnas.models import EENetwork, get_subnet
     from cnas.models.ofa_net import build_supernet
@@ -150,8 +151,6 @@ def test_joint_exits_on_a_frozen_backbone_leave_it_unchanged(monkeypatch):
     model = EENetwork(get_subnet(build_supernet(10), arch), arch, 10, resolution=32)
     backbone = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     heads = {k: v.clone() for k, v in model.heads.state_dict().items()}
-    import cnas.training.early_exit as early_exit
-
     selected = []
     real_train = early_exit.train
 

@@ -126,6 +126,8 @@ def test_hv_selection_picks_predicted_improvements():
     assert 1 in picked and 0 not in picked and 2 not in picked
     # the original's rule only looks at the second objective's gaps
     assert len(select_subset(cand, front, 3, 0, rule="gaps")) == 3
+    with pytest.raises(ValueError, match="rule"):
+        select_subset(cand, front, 3, 0, rule="random")
 
 
 def test_search_passes_pick_to_the_selection(tmp_path, monkeypatch):

@@ -31,7 +31,7 @@ Deviations from the original, and why:
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -269,17 +269,16 @@ def train_exits(model: EENetwork, train_loader, val_loader, train_cfg: TrainConf
 
     extra: dict = {}
     if ee.method == "joint":
-        if not ee.freeze_backbone:
+        frozen = {}
+        if ee.freeze_backbone:
+            # heads only, keeping the last epoch. Choosing the epoch by the policy's accuracy favours heads whose
+            # exits do not fire, and which epoch that is varies with the seed: on 18 EDANAS archs x 2 seeds the
+            # repeat std of avg_macs fell from 1.02 to 0.21 M MACs (benchmarks/fidelity.py --n_archs 0 --ee 20)
+            cfg = replace(cfg, select="last")
+            frozen = dict(params=list(model.heads.parameters()), on_epoch_start=_freeze_backbone_bn(model))
+        with _frozen(model.backbone) if ee.freeze_backbone else nullcontext():
             train(model, train_loader, val_loader, cfg, device=device, loss_fn=joint_loss(model), eval_fn=eval_fn,
-                  log=log)
-            return extra
-        # heads only: keep the last epoch. Choosing the epoch by the policy's accuracy favours heads whose exits do
-        # not fire, and which epoch that is varies with the seed: on 18 EDANAS archs x 2 seeds the repeat std of
-        # avg_macs fell from 1.02 to 0.21 M MACs (benchmarks/fidelity.py --n_archs 0 --ee 20)
-        with _frozen(model.backbone):
-            train(model, train_loader, val_loader, replace(cfg, select="last"), device=device,
-                  loss_fn=joint_loss(model), eval_fn=eval_fn, params=list(model.heads.parameters()), log=log,
-                  on_epoch_start=_freeze_backbone_bn(model))
+                  log=log, **frozen)
         return extra
     if ee.method != "bernulli":
         from cnas.errors import ConfigError

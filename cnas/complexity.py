@@ -21,12 +21,12 @@ supernet (``ofa_mbv3_d234_e346_k357_w1.0``) that every cnas space uses.
 Deviations from the original, and why:
 
 - MACs are conv + linear multiply-accumulates. The original traced the net with ``torchprofile``, which also
-  counts some element-wise work and comes out 0.5-1 % higher (reference section 12); the conv + linear count
+  counts some element-wise work and comes out 0.5-1 % higher; the conv + linear count
   is what OFA and torch's ``FlopCounterMode`` report, and it can be computed without tracing.
 - The original profiled every candidate by extracting the subnet, deep-copying it and running a forward pass
-  (~0.1-0.2 s); the closed form takes tens of microseconds per arch (``benchmarks/complexity.py``: over 1000
-  times faster), so the search can count every individual exactly.
-- Counts are of the network the config describes: ``ks``/``e`` are mapped stage by stage (section 12),
+  per arch; the closed form is a few table look-ups per arch (``benchmarks/complexity.py`` times both), so the
+  search can count every individual exactly.
+- Counts are of the network the config describes: ``ks``/``e`` are mapped stage by stage,
   whereas the original counted a misaligned network whenever a stage had depth < 4.
 - Exit heads: the original's pool rule compared analytic head costs that included max-pool work
   (``C·H·W``) and could pick MaxPool(4) on a 2x2 map, which crashed. Here head costs are conv + linear MACs

@@ -31,7 +31,7 @@ tinyimagenet   200      same layout; ``val/`` may also be the official ``images/
 folder         any      same layout, any number of classes, ImageNet normalization
 =============  =======  =========================================================================================
 
-Normalization and training augmentation follow the original per dataset (reference section 10):
+Normalization and training augmentation follow the original per dataset:
 
 * cifar10: at 32 px random crop (padding 4) + flip; at other resolutions RandomResizedCrop (scale 0.08-1,
   ratio 3/4-4/3) + flip, test images resized. cifar100, svhn: random crop with padding r/8 + flip (svhn flips
@@ -56,8 +56,8 @@ Splits
   transforms. With ``val_split=0`` the validation loader is ``None``: callers must say that they select on
   nothing or on the training set; cnas never substitutes the test set.
 
-Deviations from the original (reference sections 10 and 11)
-------------------------------------------------------------
+Deviations from the original
+----------------------------
 * ``--data`` is honoured; the original ignored it and read hard-coded ``~/datasets/<name>`` folders.
 * Validation never silently becomes the test set, and cifar's forced 20 % split (which discarded 20 % of the
   training data when ``val_split`` was 0 and validated on test) is not copied.

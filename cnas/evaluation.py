@@ -4,7 +4,7 @@
 starts a subprocess or a shell line. A candidate whose training raises, diverges or runs out of memory raises:
 the stats file is written atomically at the very end, so it is either complete or absent.
 
-Stats keys follow the original (reference sections 3, 5, 6, 10): ``top1`` is the **validation** error in %
+Stats keys follow the original: ``top1`` is the **validation** error in %
 (``top1_split`` says ``"test"`` only when there is no validation split, e.g. ``--val_split 0`` on CIFAR);
 ``params``/``macs``/``activations`` in millions from :mod:`cnas.complexity` (equal to ``python -m cnas.profile``);
 ``tiny_ml``; with ``--eval_robust`` ``robustness`` (list per sigma) and ``top1_robust``; early-exit nets add

@@ -17,7 +17,7 @@ Weights start from ``ckpt.pth``, else ``inherited.pth`` (post-search ``--superne
 ``--supernet_path`` (stage-aware extraction + BN re-calibration), else a random initialisation (with a warning).
 Dataset and search settings (dataset, data path, classes, validation split, seed, early-exit method, budgets)
 come from the run's evaluation settings saved in ``pick.json``; the training recipe defaults to the original's
-fine-tuning (section 10): 200 epochs, batch 128, SAM (rho 2, adaptive), lr 0.1 -> 0 cosine, momentum 0.9,
+fine-tuning: 200 epochs, batch 128, SAM (rho 2, adaptive), lr 0.1 -> 0 cosine, momentum 0.9,
 weight decay 5e-5, label smoothing 0.1, seed 42. Every flag of ``python -m cnas.train`` overrides them.
 
 Early-exit nets are trained as the search trained them (backbone on the final exit, then the exits) and their
@@ -51,7 +51,7 @@ CKPT_NAME = "ckpt.finetuned.pth"
 STATE_NAME = "train_state.pth"
 PICK_FILE = "pick.json"
 
-#: The original's fine-tuning recipe (reference section 10), with label smoothing actually applied.
+#: The original's fine-tuning recipe, with label smoothing actually applied.
 FINETUNE_DEFAULTS = dict(epochs=200, batch_size=128, optim="SAM", rho=2.0, adaptive=True, lr=0.1, lr_min=0.0,
                          momentum=0.9, weight_decay=5e-5, nesterov=False, label_smoothing=0.1, warmup_epochs=0.0,
                          seed=42, eval_test=True, tune_epsilon=True, resolution=32, pretrained=True,

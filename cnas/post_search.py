@@ -28,7 +28,7 @@ picks without ``ckpt.pth`` also get ``inherited.pth`` (the subnet's weights extr
 ``results.csv`` (one row per pick with that pick's own values); ``front.png`` (archive, front, picks);
 and a printed table.
 
-Deviations from the original (``post_search.py``, reference section 9), and why:
+Deviations from the original (``post_search.py``), and why:
 
 * Normalization and radius: pymoo's ``HighTradeoffPoints`` measures neighbourhoods on the raw objectives (top1 in
   % next to MACs in millions, so the 0.125 radius meant "nearest neighbours only") and ignores the ``epsilon`` it
@@ -43,8 +43,8 @@ Deviations from the original (``post_search.py``, reference section 9), and why:
   evaluation (the original took whichever folder the glob listed last).
 * ``results.csv`` has one row per pick with that pick's stats (the original wrote the last pick's on every row);
   it is written by default (``--save_stats_csv false`` skips it).
-* Exact objectives of archs imported from the original system are counted by cnas (stage-aware ks/e, reference
-  section 12), since that is the network cnas fine-tunes and exports; a note says how many stored values differ.
+* Exact objectives of archs imported from the original system are counted by cnas (stage-aware ks/e),
+  since that is the network cnas fine-tunes and exports; a note says how many stored values differ.
 * Folder suffix ``_nExits-K`` instead of ``_nExits:K`` (a colon breaks Windows paths and scp).
 * Empty archive, unknown objective, ``-n`` larger than the front: one line and exit code 2.
 """
@@ -197,7 +197,7 @@ def _note_recounts(search, entries: list[arc.Entry], notes: list[str]) -> None:
                 break
     if differ:
         notes.append(f"{differ} imported arch(s) have stored params/macs that differ from cnas's count; cnas's "
-                     "stage-aware count is used (the original mapped ks/e in block order, reference section 12)")
+                     "stage-aware count is used (the original mapped ks/e in block order)")
 
 
 # ---------------------------------------------------------------- selection

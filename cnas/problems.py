@@ -9,7 +9,7 @@ Constraints (``constraint_mode='native'``, the default) are pymoo inequality con
 feasibility-first selection: ``params <= pmax``, ``macs <= mmax`` (``avg_macs <= mmax`` when avg_macs is an
 objective), ``activations <= amax``, predicted accuracy ``>= top1min``. ``constraint_mode='penalty'`` reproduces
 the original: no constraints, ``tiny_ml``'s static penalty, and for avg_macs the ``phi`` feasibility ratio
-``f = phi * c + (1 - phi) * max(0, c - mmax) * penalty`` (reference section 4).
+``f = phi * c + (1 - phi) * max(0, c - mmax) * penalty``.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ In both the final exit takes every sample that did not leave earlier.
 
 Deviations from the original (EarlyExits ``utils_ee.py``, ``evaluators.py``):
 
-* Exits are placed on the network the config describes (stage-aware ks/e, reference section 12).
+* Exits are placed on the network the config describes (stage-aware ks/e).
 * The pool size never exceeds the feature map (the original could build MaxPool(4) on a 2x2 map and crash):
   ``exit_pool_sizes`` already guarantees it; :class:`EENetwork` halves any given size that does not fit.
 * Exit decisions are vectorised over the batch (the original looped over samples in Python); with batch 1,

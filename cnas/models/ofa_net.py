@@ -66,8 +66,8 @@ def set_active_arch(supernet: OFAMobileNetV3, arch: dict) -> None:
     """Activate ``arch`` in ``supernet``, mapping each stage's ks/e to that stage's own blocks.
 
     Deviation from the original: it passed the Σd-long ks/e lists to ``set_active_subnet`` which assigns them to
-    the blocks in order, so whenever a stage had depth < 4 the active network differed from the config
-    (reference section 12). Here the lists are padded per stage to 4 entries (the padding blocks are inactive).
+    the blocks in order, so whenever a stage had depth < 4 the active network differed from the config.
+    Here the lists are padded per stage to 4 entries (the padding blocks are inactive).
     """
     ks20, e20 = [], []
     for layers in stage_layers(arch):

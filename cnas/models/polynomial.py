@@ -1,6 +1,6 @@
 """Functional constraint for homomorphic-encryption-friendly inference: ReLU replaced by a polynomial.
 
-``OurReLU(x) = 0.01 x^2 + 0.5 x`` replaces every ``nn.ReLU`` (reference section 7). As in the original, OFA's
+``OurReLU(x) = 0.01 x^2 + 0.5 x`` replaces every ``nn.ReLU``. As in the original, OFA's
 h-swish / h-sigmoid are left as they are; unlike the original, the replacement is applied before training when
 asked, so the network that is trained is the network that is measured.
 """

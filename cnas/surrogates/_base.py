@@ -10,7 +10,7 @@ degenerate archives):
 - inputs are integer genes; each model sees them min-max scaled per column with the bounds seen in ``fit``
   (a column constant in ``fit`` is shifted but not scaled), so the same scaling applies to fit and predict;
 - a constant (or single-sample) target is remembered and predicted as that constant, whatever the model;
-- fitting runs with one BLAS thread (on the shared 2-core machines more threads made GP fits 5-10x slower);
+- fitting runs with one BLAS thread (BLAS threads competing for busy cores made GP fits several times slower);
 - NaN or infinite inputs or targets, mismatched lengths and wrong shapes raise :class:`cnas.errors.UsageError`.
 """
 
@@ -112,7 +112,7 @@ class SurrogateBase(RegressorMixin, BaseEstimator):
         self.x_scale_ = np.where(span > 0, span, 1.0)
         self.constant_: float | None = float(y[0]) if is_constant(y) else None
         if self.constant_ is None:
-            with threadpool_limits(1):  # BLAS threads fight over 2 shared cores: 5-10x slower GP fits
+            with threadpool_limits(1):  # BLAS threads competing for busy cores slow GP fits down
                 self._fit(self._scale(X), y, check_random_state(self.random_state))
         return self
 

@@ -7,12 +7,13 @@ std(tau)`` of the per-fold Kendall taus (``criterion="mean_std"``).
 Deviations: by default (``criterion="pooled"``) the winner is the model whose out-of-fold predictions, all folds
 together, rank the samples best (one Kendall tau over all n samples). A fold of a small archive holds a handful of
 archs, so its tau is coarse (with 10 archs in a fold, one swapped pair moves it by 0.04) and ``mean - std`` of
-such values is a noisy way to rank the models: on 100 digits archs evaluated with inherited weights (the
-``benchmarks/fidelity.py`` archive), the pooled choice ranked held-out archs at Kendall tau 0.405 against 0.382 for
-``mean - std`` (3 x 5-fold, paired difference 0.024 +- 0.023), 0.496 against 0.468 on a multi-resolution archive,
-and equal (0.085 / 0.089) where nothing is predictable. The default pool is rbf, gp, carts, mlp (the original's
-was rbf, carts, mlp; gp could not run on numpy 2), the members are the fast cnas predictors (the original's
-switch took 737 s on 100 archs), folds are shuffled with ``random_state``, a fold scores tau = 0 where tau is undefined (constant predictions or targets),
+such values is a noisy way to rank the models: on digits archs evaluated with inherited weights (the
+``benchmarks/fidelity.py`` archive, and a multi-resolution one), the pooled choice ranked held-out archs better than
+``mean - std`` (3 x 5-fold), and equally where nothing is predictable (the figures are in the README). The
+default pool is rbf, gp, carts, mlp (the original's was rbf, carts, mlp; gp could not run on numpy 2), the
+members are the fast cnas predictors (the original's switch took minutes on 100 archs; ``benchmarks/surrogates.py``
+times the fit), folds are shuffled with ``random_state``, a fold scores tau = 0 where tau is undefined (constant
+predictions or targets),
 the number of folds drops to ``len(X) // 2`` on tiny archives (each fold holds at least 2 archs) and the switch
 skips cross-validation and takes the first pool member below 4 archs. Every fit of one member uses the same seed
 (drawn from ``random_state``), so the result does not depend on ``n_jobs``.
@@ -56,9 +57,8 @@ class AdaptiveSwitching(RegressorMixin, BaseEstimator):
     Parameters: ``pool`` (names among rbf, gp, mlp, carts), ``pool_params`` (optional dict name -> constructor
     arguments), ``n_splits``, ``criterion`` (``"pooled"``: Kendall tau of all out-of-fold predictions together;
     ``"mean_std"``: the original's mean minus std of the per-fold taus), ``n_jobs`` (fold fits run in that many
-    threads; default 1 = sequential, which
-    ``benchmarks/surrogates.py`` measured faster than 2 threads on the shared 2-core machine: the MLP and GP
-    fits hold the GIL much of the time), ``random_state``.
+    threads; default 1 = sequential: the MLP and GP fits hold the
+    GIL much of the time, and ``benchmarks/surrogates.py`` compares 1 and 2 threads), ``random_state``.
 
     Fitted attributes: ``winner_`` (name), ``estimator_`` (the refitted winner), ``fold_scores_`` (dict name ->
     list of per-fold tau), ``scores_`` (dict name -> the criterion's score), ``n_splits_`` (folds actually used).

@@ -1,7 +1,8 @@
 """An ensemble of regression trees, each grown on a random subset of genes (the original's ``carts``).
 
 The original grew 5000 CARTs, each on a bootstrap sample and a random subset of the genes, and predicted by
-looping over the trees in Python (15 s for 40 candidates). cnas keeps the idea and makes it fast:
+looping over the trees in Python (slow: ``benchmarks/surrogates.py`` times a baseline like it). cnas keeps the
+idea and makes it fast:
 
 - ``n_estimators`` defaults to 300: on the synthetic archives of ``benchmarks/surrogates.py`` more trees do
   not raise Kendall tau measurably, and prediction cost is linear in the tree count;

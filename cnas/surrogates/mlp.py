@@ -1,8 +1,8 @@
 """A small torch MLP regressor (the original's ``mlp``): 2 hidden layers of 300 units, Adam, smooth L1 loss, the
 epoch with the lowest loss on a held-out split kept.
 
-Deviations from the original, for speed and stability (its fit took 6.8 s on 100 archs and ranked worse than
-chance on a linear-plus-sine target):
+Deviations from the original, for speed and stability (its fit was slow and ranked worse than chance on
+the linear-plus-sine target of ``benchmarks/surrogates.py``):
 
 - targets are standardised (the original regressed raw errors in %, where smooth L1 acts like L1);
 - mini-batches of ``batch_size`` with a cosine learning-rate decay over at most ``max_epochs`` epochs, and

@@ -5,7 +5,7 @@ are added and trained (``joint``: backbone and heads together on ``sum_i w_i CE_
 heads trained on the NACHOS loss below). Everything that picks or measures (best epoch, exit ratios, average MACs,
 threshold tuning) runs on the validation split.
 
-NACHOS loss (reference section 3), with ``c_i`` the exit confidences (final exit: 1) and
+NACHOS loss (the original's), with ``c_i`` the exit confidences (final exit: 1) and
 ``q_i = c_i * prod_{k<i}(1 - c_k)``::
 
     L = w_alpha * sum_i mean_b(CE_i * q_i) + beta * L_prior + w_beta * L_energy + [epoch >= n_gamma] w_gamma L_support

@@ -23,12 +23,12 @@ each phase the smallest, a middle and the largest sub-network of the phase are e
 statistics re-calibrated (:func:`cnas.models.recalibrate_bn`) and measured on the validation split.
 
 Deviations from OFA's own training code (which cannot run here: it hard-codes CUDA, an ImageNet data provider and
-1000 classes; see /work/shared/reference/ofa-and-environment.md):
+1000 classes):
 
 * The teacher is the largest sub-network of the supernet being trained, evaluated in the same step ("in-place"
   distillation as in BigNAS), instead of a separate frozen copy of the phase-1 network: it costs no extra
   forward pass and no second model in memory. The largest network itself is trained with cross-entropy only.
-* The sandwich rule: the largest and smallest sub-networks are in every step (the issue's requirement);
+* The sandwich rule: the largest and smallest sub-networks are in every step;
   OFA drew all of a step's sub-networks at random.
 * One learning rate per kind of phase (``train_lr`` for the full network, ``elastic_lr`` for the others) with a
   cosine decay over each phase; OFA used hand-tuned per-phase rates for ImageNet with a 2048 batch.

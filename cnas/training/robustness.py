@@ -2,7 +2,7 @@
 
 For each sigma, ``n_draws`` times: every parameter ``p`` becomes ``p + sigma * p * z`` with ``z ~ N(0, 1)``
 (multiplicative noise), the network is re-validated, and the robustness is the mean absolute accuracy drop in
-percentage points (reference section 6). The original deep-copied the network per draw; here the weights are
+percentage points, as the original computed it. The original deep-copied the network per draw; here the weights are
 perturbed in place and restored, with a seeded generator so the figure is reproducible.
 """
 

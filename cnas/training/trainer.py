@@ -1,6 +1,6 @@
 """Supervised training of one network: SGD or SAM/ASAM, warm-up + cosine decay, best epoch on validation.
 
-Fixes of the original's protocol (reference section 10/11): the cosine schedule decays once over the whole run
+Fixes of the original's protocol: the cosine schedule decays once over the whole run
 (the original stepped an epoch-sized schedule every batch, so its learning rate oscillated); label smoothing is
 applied when asked (the original parsed it and ignored it); the best epoch is chosen on the validation split and
 never on the test split. On CUDA, bfloat16 autocast and channels-last memory layout are used when enabled.
@@ -47,8 +47,8 @@ class TrainConfig:
     grad_clip: float | None = None
     select: str = "val_loss"  # val_loss | val_acc | last
     amp: bool = True  # bfloat16 autocast, CUDA only
-    # None = by device: on for CPU (2.3x faster for the largest subnet on this 2-core CPU), off for CUDA (0.44x on
-    # an H100 at 32 px); see benchmarks/training.py
+    # None = by device: on for CPU, off for CUDA (``benchmarks/training.py`` measures the training throughput
+    # with and without it on the device it runs on)
     channels_last: bool | None = None
     progress: bool = False
     seed: int = 42

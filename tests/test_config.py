@@ -1,0 +1,74 @@
+"""Settings: the resume hash and the recorded keys stay as runs on disk have them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from cnas.config import SearchConfig, settings_hash
+from cnas.evaluation import EvalSettings
+from cnas.training.early_exit import EEConfig
+from cnas.training.progressive import SupernetConfig
+from cnas.training.trainer import TrainConfig
+
+# the values every setting had when existing run folders and supernet checkpoints were written
+SEARCH_DEFAULTS = {
+    "save": "results/run", "first_obj": "top1", "sec_obj": None, "iterations": 30, "n_doe": 100, "n_iter": 8,
+    "first_predictor": "as", "sec_predictor": None, "as_folds": 5, "as_criterion": "pooled",
+    "search_space": "mobilenetv3", "lr": 32, "ur": 32, "rstep": 4, "pop_size": 40, "n_gens": 20, "patience": 10,
+    "pick": "gaps", "constraint_mode": "native", "seed": 0, "executor": "local", "n_workers": 1, "gpu_list": None,
+    "gpu": None, "ray_address": None, "timeout": None, "plots": True, "progress": True,
+}
+TRAIN_DEFAULTS = {
+    "epochs": 5, "optim": "SGD", "lr": 0.05, "lr_min": 0.0, "momentum": 0.9, "weight_decay": 5e-05,
+    "nesterov": False, "rho": 2.0, "adaptive": True, "label_smoothing": 0.1, "warmup_epochs": 1.0,
+    "grad_clip": None, "select": "val_loss", "amp": True, "channels_last": None, "progress": False, "seed": 42,
+}
+EVAL_DEFAULTS = {
+    **TRAIN_DEFAULTS, "dataset": "digits", "data": None, "n_classes": None, "search_space": None,
+    "resolution": None, "val_split": 0.2, "batch_size": 64, "num_workers": 0, "supernet_path": None,
+    "pretrained": True, "bn_recalibrate": True, "eval_test": True, "save_ckpt": False, "func_constr": False,
+    "eval_robust": False, "sigma_min": 0.05, "sigma_max": 0.05, "sigma_step": 0.05, "n_draws": 20, "alpha": 0.5,
+    "alpha_norm": 1.0, "pmax": None, "mmax": None, "amax": None, "wp": 1.0, "wm": 0.025, "wa": 1.0,
+    "penalty": 1e10, "top1min": 0.0, "method": None, "warmup_ee_epochs": 2, "ee_epochs": 0, "tune_epsilon": False,
+    "support_set": False, "w_alpha": 1.0, "w_beta": 1.0, "w_gamma": 1.0, "device": "cpu", "num_threads": None,
+}
+SUPERNET_TRAINING = {
+    "augment": True, "batch_size": 64, "bn_images": 2000, "data": None, "dataset": "digits", "elastic_lr": 0.02,
+    "epochs_depth": 1, "epochs_expand": 1, "epochs_full": 3, "epochs_kernel": 1, "init": None, "kd_ratio": 1.0,
+    "kd_temperature": 1.0, "label_smoothing": 0.1, "lr": 32, "max_steps_per_epoch": None, "momentum": 0.9,
+    "n_classes": None, "n_subnets": 3, "rstep": 4, "seed": 0, "train_lr": 0.05, "ur": 32, "val_split": 0.2,
+    "warmup_epochs": 1.0, "weight_decay": 3e-05, "width_mult": 1.0,
+}
+SUPERNET_RUNTIME = {"save": None, "eval_each_phase": True, "device": "cpu", "num_threads": None, "progress": True}
+EE_DEFAULTS = {
+    "method": "bernulli", "warmup_ee_epochs": 2, "ee_epochs": 0, "w_alpha": 1.0, "w_beta": 1.0, "w_gamma": 1.0,
+    "beta": 1.0, "mmax": 1e10, "top1min": 0.0, "tune_epsilon": False, "support_set": False, "support_fraction": 0.1,
+    "freeze_backbone": False,
+}
+
+
+def test_settings_hash_is_the_one_existing_runs_recorded():
+    assert settings_hash(SearchConfig(), EvalSettings()) == "d049a992d95a5314"
+    cfg = SearchConfig(sec_obj="macs", pick="hv", search_space="eemobilenetv3", as_criterion="mean_std",
+                       iterations=3)
+    ev = EvalSettings(epochs=3, dataset="cifar10", device="cuda", num_workers=4, mmax=300.0)
+    assert settings_hash(cfg, ev) == "dead59d9e3d374c1"
+
+
+def test_runtime_settings_leave_the_hash_alone():
+    base = settings_hash(SearchConfig(), EvalSettings())
+    cfg = SearchConfig(iterations=5, patience=0, executor="ray", n_workers=3, gpu_list="0 1", gpu=0.5,
+                       ray_address="auto", timeout=9.0, plots=False, progress=False, save="elsewhere")
+    ev = EvalSettings(device="cuda", num_threads=2, progress=True, num_workers=3)
+    assert settings_hash(cfg, ev) == base
+    assert settings_hash(SearchConfig(seed=1), EvalSettings()) != base
+    assert settings_hash(SearchConfig(), EvalSettings(batch_size=32)) != base
+
+
+def test_recorded_keys_and_defaults_are_unchanged():
+    assert asdict(SearchConfig()) == SEARCH_DEFAULTS
+    assert asdict(EvalSettings()) == EVAL_DEFAULTS
+    assert asdict(TrainConfig()) == TRAIN_DEFAULTS
+    assert asdict(EEConfig()) == EE_DEFAULTS
+    assert asdict(SupernetConfig()) == {**SUPERNET_TRAINING, **SUPERNET_RUNTIME}
+    assert SupernetConfig().training_settings() == SUPERNET_TRAINING

@@ -1,7 +1,8 @@
 """The candidate-evaluation protocol flags shared by the benchmarks that evaluate archs on digits.
 
 Defaults are the README quickstart's protocol: weights inherited from ``supernets/digits.pth`` (built by
-``python -m cnas.supernet``), batch-norm statistics re-estimated, no further training.
+``python -m cnas.supernet``), batch-norm statistics re-estimated, no further training. A benchmark that must run
+without a supernet passes its own defaults (``benchmarks/executors.py``: 1 epoch from a random initialization).
 """
 
 from __future__ import annotations
@@ -11,10 +12,16 @@ import sys
 from pathlib import Path
 
 
-def add_protocol_args(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--epochs", type=int, default=0, help="training epochs per candidate (0: inherited as is)")
-    ap.add_argument("--supernet", default="supernets/digits.pth",
-                    help="inherit weights from this supernet checkpoint ('none': random initialization)")
+DEFAULT_SUPERNET = "supernets/digits.pth"
+
+
+def add_protocol_args(ap: argparse.ArgumentParser, epochs: int = 0, supernet: str = DEFAULT_SUPERNET) -> None:
+    """``--epochs`` and ``--supernet`` with the given defaults (by default the quickstart's protocol)."""
+    ap.add_argument("--epochs", type=int, default=epochs,
+                    help=f"training epochs per candidate (0: inherited as is; default {epochs})")
+    ap.add_argument("--supernet", default=supernet,
+                    help="inherit weights from this supernet checkpoint ('none': random initialization; "
+                         f"default {supernet})")
 
 
 def check_protocol(args: argparse.Namespace, prog: str) -> None:
@@ -24,6 +31,8 @@ def check_protocol(args: argparse.Namespace, prog: str) -> None:
     elif not Path(args.supernet).is_file():
         _fail(prog, f"{args.supernet} not found; build it with python -m cnas.supernet "
                     "(or pass --supernet none to train from scratch)")
+    if args.epochs < 0:
+        _fail(prog, f"--epochs must be >= 0, got {args.epochs}")
     if args.epochs == 0 and args.supernet is None:
         _fail(prog, "--epochs 0 needs --supernet (an untrained network has nothing to measure)")
 

@@ -1,22 +1,27 @@
 """Wall time of evaluating candidates through each executor, against calling the evaluation directly.
 
-    python benchmarks/executors.py            # 8 candidates, 1 epoch on the bundled digits data, 32 px
+    python benchmarks/executors.py            # 8 candidates, 1 epoch from scratch on the bundled digits, 32 px
     python benchmarks/executors.py --n 4 --no-ray
+    python benchmarks/executors.py --epochs 0 --supernet supernets/digits.pth   # the quickstart's protocol
+
+The default protocol needs no supernet (random initialization, ``--epochs 1``); ``--epochs`` and ``--supernet``
+are the flags of the other evaluation benchmarks (``benchmarks/_protocol.py``).
 
 For each executor (local in-process, local worker processes, Ray on a local instance) with 1 and 2 workers it
-prints: the start-up time (creating the executor, starting its workers and warming each with a 0-epoch
-evaluation: imports, data loading; a search pays it once, as workers live across iterations), the wall time
+prints: the start-up time (creating the executor, starting its workers and warming each: imports, data loading,
+building the network, and with a supernet a 0-epoch evaluation; a search pays it once, as workers live across
+iterations), the wall time
 of ``map(evaluate_candidate, 8 tasks)`` on the started executor, the speed-up against the same executor with 1
 worker, and two overheads against the direct loop:
 
 * ``ovh/task``: (wall x workers - direct total) / tasks, the worker-seconds per task not spent evaluating
-  (with 2 workers on 2 cores it also holds the slowdown of two trainings sharing the machine);
+  (when the workers are as many as the cores, it also holds the slowdown of trainings sharing the machine);
 * ``noop/task``: wall of mapping a no-op function over ``--noop`` items divided by their number, the pure
   dispatch latency of the executor.
 
 Every run must produce the same stats as the direct loop (checked and printed). The direct loop and the
 in-process executor use 1 torch thread, like each worker; a direct loop with 2 torch threads is printed for
-reference (on this 2-core machine, that is the alternative to 2 workers).
+reference (on a 2-core machine, that is the alternative to 2 workers).
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ import time
 import numpy as np
 import torch
 
-from cnas.evaluation import CandidateTask, EvalSettings, evaluate_candidate
+from _protocol import add_protocol_args, check_protocol
+from cnas.evaluation import CandidateTask, EvalSettings, evaluate_candidate, resolve_arch
 from cnas.executors import get_executor
 from cnas.spaces import get_space
 
@@ -40,10 +46,12 @@ def noop(item, device="cpu"):
     return item
 
 
-def make_tasks(n: int, epochs: int, resolution: int, seed: int, out: str) -> list[CandidateTask]:
+def make_tasks(n: int, epochs: int, resolution: int, seed: int, out: str,
+               supernet: str | None = None) -> list[CandidateTask]:
     space = get_space("mobilenetv3", lr=resolution, ur=resolution)
     archs = space.sample(n, np.random.default_rng(seed))
-    settings = EvalSettings(dataset="digits", epochs=epochs, resolution=resolution, seed=seed)
+    settings = EvalSettings(dataset="digits", epochs=epochs, resolution=resolution, seed=seed,
+                            supernet_path=supernet)
     return [CandidateTask(dict(a), settings, os.path.join(out, f"net_{i}"), f"net_{i}") for i, a in enumerate(archs)]
 
 
@@ -62,17 +70,37 @@ def direct(tasks, threads: int) -> tuple[float, list]:
         torch.set_num_threads(old)
 
 
-def warm_tasks(tasks, n: int) -> list[CandidateTask]:
-    """0-epoch copies (build, load data, measure; no training, no files): warms a worker's imports and data."""
-    return [CandidateTask(t.arch, dataclasses.replace(t.settings, epochs=0), None, t.name)
-            for t in (tasks * n)[:n]]
+def warm(task: CandidateTask, device="cpu") -> int:
+    """Imports, data loading and building the network of one evaluation, without training or measuring (a
+    0-epoch evaluation needs inherited weights)."""
+    from cnas.data import load_data
+    from cnas.models import get_subnet
+    from cnas.models.ofa_net import build_supernet
+
+    s = task.settings
+    arch, r = resolve_arch(task.arch, s)
+    loaders = load_data(s.dataset, s.data, resolution=r, val_split=s.val_split, batch_size=s.batch_size,
+                        seed=s.seed, n_classes=s.n_classes)
+    get_subnet(build_supernet(loaders.n_classes), arch)
+    return 0
+
+
+def warm_up(run, tasks, n: int) -> None:
+    """Warm ``n`` workers (``run(fn, tasks)`` maps fn over the tasks): with inherited weights a 0-epoch copy of a
+    task (build, load data, measure; no training, no files), else :func:`warm`."""
+    tasks = (tasks * n)[:n]
+    if tasks[0].settings.supernet_path:
+        run(evaluate_candidate, [CandidateTask(t.arch, dataclasses.replace(t.settings, epochs=0), None, t.name)
+                                 for t in tasks])
+    else:
+        run(warm, tasks)
 
 
 def run_executor(make, tasks, n_noop: int) -> dict:
     t0 = time.perf_counter()
     ex = make()
     n_workers = getattr(ex, "n_workers", None) or getattr(ex, "capacity", 1)
-    ex.map(evaluate_candidate, warm_tasks(tasks, max(1, n_workers)))  # start and warm the workers
+    warm_up(ex.map, tasks, max(1, n_workers))  # start and warm the workers
     startup = time.perf_counter() - t0
     try:
         t0 = time.perf_counter()
@@ -93,7 +121,7 @@ def run_executor(make, tasks, n_noop: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=8, help="candidates")
-    ap.add_argument("--epochs", type=int, default=1)
+    add_protocol_args(ap, epochs=1, supernet="none")
     ap.add_argument("--resolution", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--noop", type=int, default=64, help="no-op items for the dispatch latency")
@@ -101,14 +129,17 @@ def main(argv=None) -> int:
     ap.add_argument("--no-ray", action="store_true")
     ap.add_argument("--no-threads2", action="store_true", help="skip the 2-thread direct reference")
     args = ap.parse_args(argv)
+    check_protocol(args, "executors.py")
 
     torch.set_num_threads(1)  # the in-process executor runs in this process: 1 thread, like each worker
     out = tempfile.mkdtemp(prefix="cnas-bench-exec-")
-    tasks = make_tasks(args.n, args.epochs, args.resolution, args.seed, out)
-    print(f"{args.n} candidates, {args.epochs} epoch(s) on digits at {args.resolution} px; {os.cpu_count()} cores; "
+    tasks = make_tasks(args.n, args.epochs, args.resolution, args.seed, out, args.supernet)
+    src = f"inherited from {args.supernet}" if args.supernet else "random init"
+    print(f"{args.n} candidates, {args.epochs} epoch(s), {src}, on digits at {args.resolution} px; "
+          f"{os.cpu_count()} cores; "
           f"load average {os.getloadavg()[0]:.1f}; torch {torch.__version__}", flush=True)
 
-    direct(warm_tasks(tasks, 1), 1)  # warm imports and data, as the executors' start-up does for each worker
+    warm_up(lambda fn, ts: [fn(t) for t in ts], tasks, 1)  # as the executors' start-up does for each worker
     t_direct, ref = direct(tasks, 1)
     ref = [key(s) for s in ref]
     print(f"direct loop, 1 thread : {t_direct:7.1f} s  ({t_direct / args.n:.2f} s/candidate)", flush=True)

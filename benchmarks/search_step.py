@@ -4,8 +4,8 @@ surrogate problem, subset selection of n_iter=8, on archives of 100, 340 and 100
     python benchmarks/search_step.py [--sizes 100 340 1000] [--predictor as] [--sec_obj macs]
 
 The archive holds random MobileNetV3 archs (46 genes, resolutions 128..224) with a synthetic error (additive,
-interaction and noise terms); MACs are exact. Target: under 5 s at 340 archs on a 2-core CPU (the original's step,
-with its adaptive-switching fit alone at 737 s on 100 archs, took over 12 minutes).
+interaction and noise terms); MACs are exact. The aim is a step of seconds at 340 archs (the original's step took
+minutes, most of them in its adaptive-switching fit); the measured figures are in the README's benchmark section.
 """
 
 from __future__ import annotations

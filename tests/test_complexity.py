@@ -4,7 +4,8 @@ Measured: params = numel of trainable parameters; MACs = FlopCounterMode total /
 (batch 1) of every Conv2d, Linear, BatchNorm2d, Flatten, AvgPool2d, MaxPool2d module run by the forward pass.
 Plain archs are measured on the extracted static OFA subnet, early-exit archs on cnas.models.build_network's
 EENetwork (one supernet per class count, reused); the candidate exit heads the pool rule compares are built from
-the spec on the meta device (shapes only: fast, and the counts do not depend on values).
+the layout cnas.complexity documents, on the meta device (shapes only: fast, and the counts do not depend on
+values).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def measure(module: nn.Module, x: torch.Tensor) -> tuple[int, int, int, torch.Te
 
 
 def head(channels: int, pool: int, h: int, n_out: int) -> nn.Sequential:
-    """The exit head of the spec, on the meta device."""
+    """The exit head as cnas.complexity documents it, on the meta device."""
     hp = h // pool
     layers = [nn.MaxPool2d(pool, stride=pool)] if pool > 1 else []
     cin = channels
@@ -97,7 +98,7 @@ def test_plain_counts_equal_measured(supernets, seed):
 
 
 def test_known_figures():
-    """Figures measured once on the OFA subnets (ofa-and-environment.md): largest and smallest at 32 and 64."""
+    """Figures measured once on OFA's own subnets: largest and smallest at 32 and 64."""
     s = get_space("mobilenetv3")
     big, small = s.largest(), s.smallest()
     assert round(C.count(big, 10, 32)["params"] * 1e6) == 6_396_570
@@ -109,7 +110,7 @@ def test_known_figures():
 
 # ------------------------------------------------------------------------------------------- early exits
 class _HeadCosts(dict):
-    """pool -> measured (params, MACs, activations) of the spec's exit head, measured on first use."""
+    """pool -> measured (params, MACs, activations) of the documented exit head, measured on first use."""
 
     def __init__(self, channels: int, h: int, n_out: int):
         super().__init__()
@@ -166,7 +167,7 @@ def measure_eenet(net, r: int):
 
 
 def pool_rule(backbone_macs: list[int], heads: list[_HeadCosts], final_cost: int) -> list[int]:
-    """The pool rule of the spec applied to measured costs."""
+    """The documented pool rule (:func:`cnas.complexity.exit_pool_sizes`) applied to measured costs."""
     next_cost, pools = final_cost, []
     for bm, hc in zip(reversed(backbone_macs), reversed(heads)):
         p = 1
@@ -183,7 +184,7 @@ def pool_rule(backbone_macs: list[int], heads: list[_HeadCosts], final_cost: int
 @pytest.mark.parametrize("name,seed", [("eemobilenetv3", 1), ("cbnmobilenetv3", 2)])
 def test_early_exit_counts_equal_measured(supernets, name, seed):
     """On cnas.models.build_network's EENetwork: totals, per-exit backbone and head costs, and the pool sizes
-    re-derived from measured head costs (heads of the spec, every candidate pool measured on torch)."""
+    re-derived from measured head costs (documented heads, every candidate pool measured on torch)."""
     from cnas.models import EENetwork, build_network
 
     space = get_space(name, 32, 32)
@@ -215,11 +216,11 @@ def test_early_exit_counts_equal_measured(supernets, name, seed):
         assert round(got["params"] * 1e6) == total[0]
         assert round(got["activations"] * 1e6) == total[2]
         assert round((got["backbone_macs"][-1] + sum(got["classifiers_macs"])) * 1e6) == total[1]  # every head runs
-        # the pool rule, re-derived from measured costs of the spec's heads
+        # the pool rule, re-derived from measured costs of the documented heads
         heads = [_HeadCosts(c, h, n + ("b" in arch)) for _, _, (c, h) in exits[:-1]]
         pools = pool_rule([bk[1] for bk, _, _ in exits[:-1]], heads, exits[-1][0][1] + exits[-1][1][1])
         assert got["pool_sizes"] == pools == net.pool_sizes == C.exit_pool_sizes(arch, r, n), (arch, r, n)
-        assert [hc[p][:2] for hc, p in zip(heads, pools)] == [hd for _, hd, _ in exits[:-1]]  # spec == EENetwork
+        assert [hc[p][:2] for hc, p in zip(heads, pools)] == [hd for _, hd, _ in exits[:-1]]  # as built
         assert all(h // p >= 1 for (_, _, (_, h)), p in zip(exits, pools))
         seen_pools.update(pools)
     assert seen_pools == {1, 2, 4}  # the rule is exercised in every branch

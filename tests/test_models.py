@@ -27,7 +27,7 @@ from cnas.models.ofa_net import feature_sizes
 from cnas.spaces import stage_layers
 
 R = 32
-# depths < 4 in several stages: the original's in-order ks/e mapping would build a different net (section 12)
+# depths < 4 in several stages: the original's in-order ks/e mapping would build a different net
 ARCH = {
     "d": [2, 3, 4, 2, 3],
     "ks": [3, 5, 7, 3, 5, 3, 5, 7, 3, 5, 7, 3, 3, 5],

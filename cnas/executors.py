@@ -163,15 +163,16 @@ def _set_threads(threads: int | None) -> None:
 
 
 class _Progress:
-    """A tqdm bar over items with done/failed/running counts in its postfix; silent when disabled."""
+    """A tqdm bar over items with done/failed/running counts in its postfix; silent when disabled or when stderr
+    is not a terminal (:func:`cnas.progress.progress_bar`)."""
 
     def __init__(self, total: int, enabled: bool, desc: str = "candidates"):
         self.bar = None
         self.done = self.failed = self.running = 0
         if enabled and total:
-            from tqdm import tqdm
+            from cnas.progress import progress_bar
 
-            self.bar = tqdm(total=total, desc=desc, unit="net", dynamic_ncols=True, file=sys.stderr)
+            self.bar = progress_bar(total=total, desc=desc, unit="net", dynamic_ncols=True, file=sys.stderr)
             self._postfix()
 
     def _postfix(self) -> None:

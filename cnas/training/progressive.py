@@ -360,9 +360,9 @@ class ProgressiveShrinking:
         supernet.train()
         batches = loader
         if cfg.progress:
-            from tqdm import tqdm
+            from cnas.progress import progress_bar
 
-            batches = tqdm(loader, total=steps, desc=desc, leave=False)
+            batches = progress_bar(loader, total=steps, desc=desc, leave=False)
         tot, n = 0.0, 0
         for step, (x, y) in enumerate(batches):
             if step >= steps:

@@ -153,6 +153,15 @@ def evaluate(model: nn.Module, loader, device: torch.device | str = "cpu", amp: 
     return {"loss": loss_sum / n, "acc": correct / n, "n": n}
 
 
+def _check_resumable(path: str, state: Any, cfg: TrainConfig) -> None:
+    """Refuse to resume a training state written with another recipe (``progress`` may differ)."""
+    old = dict(state.get("config") or {}) if isinstance(state, dict) else {}
+    diff = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in asdict(cfg).items() if k != "progress" and old.get(k) != v]
+    if diff:
+        raise ConfigError(f"{path} was written with other settings ({'; '.join(diff[:3])}); pass the same settings "
+                          "to resume, or delete it to start over")
+
+
 def train(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, device: torch.device | str = "cpu",
           loss_fn: Callable | None = None, eval_fn: Callable | None = None, params: Iterable | None = None,
           checkpoint_path: str | None = None, log: Callable[[str], None] | None = None,
@@ -191,6 +200,7 @@ def train(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, device: 
 
         if os.path.exists(checkpoint_path):
             state = load_torch_file(checkpoint_path, what="training checkpoint")
+            _check_resumable(checkpoint_path, state, cfg)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -211,9 +221,9 @@ def train(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, device: 
         tot_loss, tot_n = 0.0, 0
         batches = train_loader
         if cfg.progress:
-            from tqdm import tqdm
+            from cnas.progress import progress_bar
 
-            batches = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+            batches = progress_bar(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for batch in batches:
             x, y = _to(batch, device, channels_last)
             with _autocast(device, cfg.amp):

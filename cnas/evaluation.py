@@ -24,80 +24,41 @@ import torch
 
 from cnas import complexity
 from cnas.errors import ConfigError
-from cnas.fileio import atomic_torch_save, atomic_write_json
+from cnas.fileio import atomic_write_json
+from cnas.settings import (NON_NEGATIVE_INT, POSITIVE_INT, ConstraintSettings, DataSettings, DeviceSettings,
+                           ExitSettings, RobustnessSettings, setting)
 from cnas.spaces import exit_mask, get_space, space_for_arch
-from cnas.training.trainer import TrainConfig, evaluate, train, use_channels_last
+from cnas.training.trainer import TrainConfig, TrainResult, evaluate, train, use_channels_last
 
 STATS_DECIMALS = 2
-BN_RECAL_IMAGES = 512  # training images used to re-estimate batch-norm statistics
 
 
 @dataclass
-class EvalSettings(TrainConfig):
+class EvalSettings(DeviceSettings, ExitSettings, ConstraintSettings, RobustnessSettings, DataSettings, TrainConfig):
     """How one candidate is evaluated: the training recipe (:class:`TrainConfig`, single exit and the backbone
-    stage of early-exit nets) plus data, weights, measurements and early-exit settings. Field names follow the
-    original's flags."""
+    stage of early-exit nets), data, robustness, constraints, early exits and device (parts of
+    :mod:`cnas.settings`) plus the arch, weights and what to keep. Field names follow the original's flags."""
 
-    dataset: str = "digits"
-    data: str | None = None
-    n_classes: int | None = None
-    search_space: str | None = None
-    resolution: int | None = None  # used when the arch has no 'r'
-    val_split: float = 0.2
-    batch_size: int = 64
-    num_workers: int = 0
-    # weights
-    supernet_path: str | None = None
-    pretrained: bool = True
-    bn_recalibrate: bool = True
-    # what to measure and keep
-    eval_test: bool = True
-    save_ckpt: bool = False
-    func_constr: bool = False
-    eval_robust: bool = False
-    sigma_min: float = 0.05
-    sigma_max: float = 0.05
-    sigma_step: float = 0.05
-    n_draws: int = 20
-    alpha: float = 0.5
-    alpha_norm: float = 1.0
-    # technological constraints (tiny_ml) and early-exit budget
-    pmax: float | None = None  # None: no hard limit (tiny_ml then uses the original's 2)
-    mmax: float | None = None  # None: no limit (tiny_ml: 1e10)
-    amax: float | None = None  # None: no hard limit (tiny_ml: 5)
-    wp: float = 1.0
-    wm: float = 1 / 40
-    wa: float = 1.0
-    penalty: float = 1e10
-    top1min: float = 0.0
-    # early exit
-    method: str | None = None  # joint | bernulli; None: joint for EDANAS ('t') archs, bernulli for NACHOS ('b')
-    warmup_ee_epochs: int = 2
-    ee_epochs: int = 0
-    tune_epsilon: bool = False
-    support_set: bool = False
-    w_alpha: float = 1.0
-    w_beta: float = 1.0
-    w_gamma: float = 1.0
-    # execution
-    device: str = "cpu"
-    num_threads: int | None = None
+    search_space: str | None = setting(None, help="mobilenetv3, eemobilenetv3 or cbnmobilenetv3 (default: "
+                                                  "guessed from the arch's keys)")
+    resolution: int | None = setting(None, help="input resolution when the arch has no 'r'", check=POSITIVE_INT)
+    num_workers: int = setting(0, help="data-loading worker processes (0: in the main process)", runtime=True,
+                               check=NON_NEGATIVE_INT)
+    supernet_path: str | None = setting(None, help="OFA supernet checkpoint to inherit weights from (see "
+                                                   "supernets/README.md)")
+    pretrained: bool = setting(True, help="inherit weights from supernet_path")
+    bn_recalibrate: bool = setting(True, help="re-estimate batch-norm statistics of inherited weights on training "
+                                              "images")
+    eval_test: bool = setting(True, help="also measure the test error (test_top1)")
+    save_ckpt: bool = setting(False, help="write the trained weights (ckpt.pth)")
+    func_constr: bool = setting(False, help="replace ReLU by 0.01x^2 + 0.5x (homomorphic-encryption friendly) "
+                                            "before training")
 
     def validate(self) -> "EvalSettings":
-        if self.method not in (None, "joint", "bernulli"):
-            raise ConfigError(f"--method must be joint or bernulli, got {self.method!r}")
-        for name in ("epochs", "warmup_ee_epochs", "ee_epochs", "n_draws"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ConfigError(f"--{name} must be a non-negative integer, got {v!r}")
-        if not 0 <= self.alpha <= 1:
-            raise ConfigError(f"--alpha must be in [0, 1], got {self.alpha}")
-        if not 0 <= self.top1min <= 1:
-            raise ConfigError(f"--top1min is a minimum accuracy as a fraction in [0, 1], got {self.top1min}")
+        super().validate()
         if self.epochs == 0 and not (self.supernet_path and self.pretrained):
             raise ConfigError("--n_epochs 0 measures the weights as they are: it needs inherited weights "
                               "(--supernet_path, with --pretrained true); without them the network is untrained")
-        super().validate()
         return self
 
     def tiny_ml_kwargs(self) -> dict:
@@ -128,6 +89,68 @@ class CandidateTask:
     out_dir: str | None = None
     name: str = "net"
     extra: dict = field(default_factory=dict)
+
+
+INIT_KINDS = ("random", "supernet", "checkpoint")
+
+
+@dataclass(frozen=True)
+class Init:
+    """Where the network's weights start.
+
+    ``random``: the sub-network of a freshly initialised supernet (seeded with the settings' seed).
+    ``supernet``: the sub-network of the supernet file ``path``, its batch-norm statistics re-estimated.
+    ``checkpoint``: the cnas network checkpoint ``path`` (:func:`cnas.models.checkpoint.load_net_checkpoint`),
+    saved for the same arch; with ``supernet_stats`` its batch-norm statistics are a supernet's and are re-estimated.
+    ``label`` names the start in the stats (``init``); by default the kind, or the kind and the path.
+    """
+
+    kind: str = "random"
+    path: str | None = None
+    supernet_stats: bool = False
+    label: str | None = None
+
+    def __post_init__(self):
+        if self.kind not in INIT_KINDS:
+            raise ConfigError(f"initialisation must be one of {list(INIT_KINDS)}, got {self.kind!r}")
+        if self.kind != "random" and not self.path:
+            raise ConfigError(f"a {self.kind} initialisation needs a file")
+
+    @classmethod
+    def for_settings(cls, settings: EvalSettings) -> "Init":
+        """The search's start: the supernet of ``--supernet_path`` with ``--pretrained``, else random."""
+        if settings.supernet_path and settings.pretrained:
+            return cls("supernet", str(settings.supernet_path))
+        return cls()
+
+    @property
+    def inherited(self) -> bool:
+        """The weights (and batch-norm statistics) are the supernet's."""
+        return self.kind == "supernet" or (self.kind == "checkpoint" and self.supernet_stats)
+
+    def describe(self) -> str:
+        if self.label:
+            return self.label
+        return self.kind if self.kind == "random" else f"{self.kind} {self.path}"
+
+
+@dataclass
+class Outputs:
+    """What the pipeline writes under ``dir`` (nothing when ``dir`` is None): ``<name>.subnet`` first (when
+    ``subnet`` and it does not exist yet), the trainer's resumable epoch state ``state`` while the backbone trains,
+    the network checkpoint ``ckpt`` (:func:`cnas.models.checkpoint.save_net_checkpoint`) and ``<name>.stats`` last.
+
+    ``extra_stats`` are added to the stats. ``report_test``: when there is no validation split (the test split
+    selects), the figures measured on it are reported under ``test_*`` too.
+    """
+
+    dir: str | Path | None = None
+    name: str = "net"
+    subnet: bool = True
+    ckpt: str | None = None
+    state: str | None = None
+    extra_stats: dict = field(default_factory=dict)
+    report_test: bool = False
 
 
 # ---------------------------------------------------------------- helpers
@@ -165,134 +188,262 @@ def resolve_arch(arch: dict, settings: EvalSettings) -> tuple[dict, int]:
     return dict(sorted((canon | {"r": int(r)}).items())), int(r)
 
 
-def evaluate_arch(arch: dict, settings: EvalSettings, out_dir: str | Path | None = None, name: str = "net",
-                  device: str | None = None, log: Callable[[str], None] | None = None) -> dict:
-    """Train and measure ``arch``; write ``<out_dir>/<name>.subnet`` first and ``<name>.stats`` (and ``ckpt.pth``
-    when ``save_ckpt``) at the end. Returns the stats dict."""
-    from cnas.data import load_data, subset_loader
-    from cnas.models import EENetwork, get_subnet, recalibrate_bn
-    from cnas.models.ofa_net import build_supernet
-    from cnas.models.polynomial import substitute_activation
+# ---------------------------------------------------------------- the pipeline
+@dataclass
+class Run:
+    """What the steps of :func:`run_pipeline` share: the arch and settings, the data, the network as it trains
+    and what the training steps measured."""
 
-    t0 = time.perf_counter()
+    arch: dict
+    r: int
+    settings: EvalSettings
+    device: torch.device
+    init: Init = field(default_factory=Init)
+    loaders: Any = None
+    backbone: torch.nn.Module | None = None
+    network: torch.nn.Module | None = None  # the early-exit network (None until the exits are added)
+    recal_loader: Any = None
+    result: TrainResult | None = None
+    base: dict = field(default_factory=dict)  # the backbone's scores on the selection split after its training
+    ee: Any = None  # EEConfig of an early-exit arch
+    costs: list = field(default_factory=list)
+    exit_extra: dict = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return self.loaders.n_classes
+
+    @property
+    def val(self):
+        return self.loaders.val
+
+    @property
+    def select_loader(self):
+        """The split that selects (epochs, thresholds) and is reported as ``top1``: validation, else test."""
+        return self.loaders.val if self.loaders.val is not None else self.loaders.test
+
+    @property
+    def early_exit(self) -> bool:
+        return any(exit_mask(self.arch))
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The network measured and saved: the early-exit network once built, else the backbone."""
+        return self.network if self.network is not None else self.backbone
+
+    def recalibrate(self, model: torch.nn.Module) -> None:
+        """Re-estimate the batch-norm statistics of ``model`` on ``bn_recal_images`` training images (when
+        ``bn_recalibrate``)."""
+        from cnas.models import recalibrate_bn
+
+        if self.settings.bn_recalibrate:
+            recalibrate_bn(model, self.recal_loader)
+
+
+def setup(arch: dict, settings: EvalSettings, device: str | torch.device | None = None) -> Run:
+    """Validate the settings and the arch; pick the device and thread count."""
     settings.validate()
     arch, r = resolve_arch(arch, settings)
     dev = torch.device(device or settings.device)
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
-    out_path = Path(out_dir) if out_dir is not None else None
-    if out_path is not None and not (out_path / f"{name}.subnet").exists():
-        atomic_write_json(out_path / f"{name}.subnet", arch, indent=None)
+    return Run(arch=arch, r=r, settings=settings, device=dev)
 
-    loaders = load_data(settings.dataset, settings.data, resolution=r, val_split=settings.val_split,
-                        batch_size=settings.batch_size, seed=settings.seed, n_classes=settings.n_classes,
-                        num_workers=settings.num_workers, device=dev,
-                        channels_last=use_channels_last(settings.channels_last, dev))
-    n_classes = loaders.n_classes
-    val = loaders.val if loaders.val is not None else None
-    select_loader = val if val is not None else loaders.test
-    top1_split = "val" if val is not None else "test"
 
-    torch.manual_seed(settings.seed)
-    inherited = bool(settings.supernet_path and settings.pretrained)
-    supernet = _supernet(settings.supernet_path, n_classes) if inherited else build_supernet(n_classes)
-    is_ee = any(exit_mask(arch))
-    subnet = get_subnet(supernet, arch)
-    if settings.func_constr:
-        substitute_activation(subnet)
-    subnet.to(dev)
-    recal_loader = subset_loader(loaders.train, BN_RECAL_IMAGES, seed=settings.seed, augment=False)
+def load_run_data(run: Run) -> None:
+    """The train / validation / test loaders of the settings' dataset at the arch's resolution."""
+    from cnas.data import load_data
 
-    def recalibrate(model):
-        if settings.bn_recalibrate:
-            recalibrate_bn(model, recal_loader)
+    s = run.settings
+    run.loaders = load_data(s.dataset, s.data, resolution=run.r, val_split=s.val_split, batch_size=s.batch_size,
+                            seed=s.seed, n_classes=s.n_classes, num_workers=s.num_workers, device=run.device,
+                            channels_last=use_channels_last(s.channels_last, run.device))
 
-    if inherited:
-        recalibrate(subnet)
 
-    cfg = settings.train_config()
-    counts = complexity.count(arch, n_classes, r)
-    stats: dict[str, Any] = {}
-    # stage 1 (or the only stage): the single-exit network; batch-norm statistics are re-estimated before every
-    # validation (with few steps per epoch the running averages lag far behind the weights)
+def initialise(run: Run, init: Init) -> None:
+    """Step 1: the backbone's weights (and, from a checkpoint of an early-exit net, its exits'), then the
+    polynomial activations of ``func_constr``; supernet batch-norm statistics are re-estimated."""
+    from cnas.data import subset_loader
+    from cnas.models import build_network, get_subnet
+    from cnas.models.checkpoint import load_net_checkpoint
+    from cnas.models.ofa_net import build_supernet
+    from cnas.models.polynomial import substitute_activation
+
+    s = run.settings
+    run.init = init
+    torch.manual_seed(s.seed)
+    if init.kind == "checkpoint":
+        net = build_network(run.arch, run.n_classes, resolution=run.r)
+        load_net_checkpoint(init.path, net, arch=run.arch, n_classes=run.n_classes)
+        if run.early_exit:
+            run.network, run.backbone = net, net.backbone
+        else:
+            run.backbone = net
+    else:
+        supernet = _supernet(init.path, run.n_classes) if init.kind == "supernet" else build_supernet(run.n_classes)
+        run.backbone = get_subnet(supernet, run.arch)
+    if s.func_constr:
+        substitute_activation(run.backbone)
+    run.model.to(run.device)
+    run.recal_loader = subset_loader(run.loaders.train, s.bn_recal_images, seed=s.seed, augment=False)
+    if init.inherited:
+        run.recalibrate(run.backbone)
+
+
+def train_backbone(run: Run, state_path: str | Path | None = None, log: Callable[[str], None] | None = None) -> None:
+    """Step 2: train the backbone as a single-exit network, selecting the epoch on validation (batch-norm
+    statistics re-estimated before every validation: with few steps per epoch the running averages lag far behind
+    the weights). ``state_path``: the trainer's resumable epoch state. Measures the backbone on the selection
+    split afterwards."""
+    cfg = run.settings.train_config()
+    val = run.val
+
     def select_eval(m):
-        recalibrate(m)
-        return evaluate(m, val, dev, cfg.amp, cfg.channels_last)
+        run.recalibrate(m)
+        return evaluate(m, val, run.device, cfg.amp, cfg.channels_last)
 
-    res = train(subnet, loaders.train, val, cfg, device=dev, log=log, eval_fn=select_eval if val is not None else None)
+    run.result = train(run.backbone, run.loaders.train, val, cfg, device=run.device, log=log,
+                       eval_fn=select_eval if val is not None else None,
+                       checkpoint_path=str(state_path) if state_path is not None else None)
     if val is None:
-        recalibrate(subnet)
-    base = evaluate(subnet, select_loader, dev)
-    model = subnet
-    if is_ee:
-        from cnas.training.early_exit import EEConfig, exit_costs, measure_exits, train_exits
+        run.recalibrate(run.backbone)
+    run.base = evaluate(run.backbone, run.select_loader, run.device)
 
-        method = settings.method or ("bernulli" if "b" in arch else "joint")
-        if method == "bernulli" and "b" not in arch:
-            raise ConfigError("--method bernulli needs binary exit heads (NACHOS 'b' archs, cbnmobilenetv3); "
-                              "EDANAS 't' archs train with --method joint")
-        ee = EEConfig(method=method, warmup_ee_epochs=settings.warmup_ee_epochs,
-                      ee_epochs=settings.ee_epochs, w_alpha=settings.w_alpha, w_beta=settings.w_beta,
-                      w_gamma=settings.w_gamma, mmax=settings.tiny_ml_kwargs()["mmax"], top1min=settings.top1min,
-                      tune_epsilon=settings.tune_epsilon, support_set=settings.support_set,
-                      # an inherited backbone measured without training stays as it was measured
-                      freeze_backbone=inherited and settings.epochs == 0)
-        model = EENetwork(subnet, arch, n_classes, resolution=r).to(dev)
-        costs = exit_costs(counts)
-        train_loader, support_loader = loaders.train, None
-        if settings.support_set:
-            from cnas.data import loader_labels
-            from cnas.training.early_exit import balanced_subset
 
-            pick, rest = balanced_subset(torch.as_tensor(loader_labels(loaders.train)), 0.1, settings.seed)
-            support_loader = loaders.train.with_indices(pick, shuffle=False, augment="none") \
-                if hasattr(loaders.train, "augment") else loaders.train.with_indices(pick, shuffle=False)
-            train_loader = loaders.train.with_indices(rest)
-        extra = train_exits(model, train_loader, select_loader, cfg, ee, costs, dev, log=log,
-                            support_loader=support_loader, recalibrate=recalibrate if method == "joint" else None)
-        ee_stats = measure_exits(model, select_loader, costs, ee, dev,
-                                 test_loader=loaders.test if settings.eval_test and val is not None else None)
+def train_early_exits(run: Run, log: Callable[[str], None] | None = None) -> None:
+    """Step 3 (early-exit archs): add the exits (unless the checkpoint brought them) and train them (``joint``:
+    with the backbone, or on it frozen when it was measured untrained; ``bernulli``: on the frozen backbone)."""
+    from cnas.models import EENetwork
+    from cnas.training.early_exit import EEConfig, exit_costs, train_exits
+
+    s, arch = run.settings, run.arch
+    method = s.method or ("bernulli" if "b" in arch else "joint")
+    if method == "bernulli" and "b" not in arch:
+        raise ConfigError("--method bernulli needs binary exit heads (NACHOS 'b' archs, cbnmobilenetv3); "
+                          "EDANAS 't' archs train with --method joint")
+    run.ee = EEConfig(method=method, warmup_ee_epochs=s.warmup_ee_epochs, ee_epochs=s.ee_epochs,
+                      w_alpha=s.w_alpha, w_beta=s.w_beta, w_gamma=s.w_gamma, mmax=s.tiny_ml_kwargs()["mmax"],
+                      top1min=s.top1min, tune_epsilon=s.tune_epsilon, support_set=s.support_set,
+                      # a backbone measured without training stays as it was measured
+                      freeze_backbone=run.init.kind != "random" and s.epochs == 0)
+    if run.network is None:
+        run.network = EENetwork(run.backbone, arch, run.n_classes, resolution=run.r).to(run.device)
+    run.costs = exit_costs(complexity.count(arch, run.n_classes, run.r))
+    train_loader, support_loader = run.loaders.train, None
+    if s.support_set:
+        from cnas.data import loader_labels
+        from cnas.training.early_exit import balanced_subset
+
+        trn = run.loaders.train
+        pick, rest = balanced_subset(torch.as_tensor(loader_labels(trn)), 0.1, s.seed)
+        support_loader = trn.with_indices(pick, shuffle=False, augment="none") \
+            if hasattr(trn, "augment") else trn.with_indices(pick, shuffle=False)
+        train_loader = trn.with_indices(rest)
+    run.exit_extra = train_exits(run.network, train_loader, run.select_loader, s.train_config(), run.ee, run.costs,
+                                 run.device, log=log, support_loader=support_loader,
+                                 recalibrate=run.recalibrate if method == "joint" else None)
+
+
+def measure(run: Run) -> dict:
+    """Step 4: the stats (see the module docstring), unrounded."""
+    s, dev, loaders = run.settings, run.device, run.loaders
+    val, select_loader = run.val, run.select_loader
+    counts = complexity.count(run.arch, run.n_classes, run.r)
+    stats: dict[str, Any] = {}
+    if run.early_exit:
+        from cnas.training.early_exit import measure_exits
+
+        ee_stats = measure_exits(run.network, select_loader, run.costs, run.ee, dev,
+                                 test_loader=loaders.test if s.eval_test and val is not None else None)
         stats.update({
-            "backbone_top1": (1 - base["acc"]) * 100,
+            "backbone_top1": (1 - run.base["acc"]) * 100,
             "backbone_params": counts["backbone_params"], "classifiers_params": counts["classifiers_params"],
             "backbone_macs": counts["backbone_macs"], "classifiers_macs": counts["classifiers_macs"],
-            "exit_costs": costs, **ee_stats, **extra,
+            "exit_costs": run.costs, **ee_stats, **run.exit_extra,
         })
     else:
-        stats["top1"] = (1 - base["acc"]) * 100
-        if settings.eval_test and val is not None:
-            stats["test_top1"] = (1 - evaluate(model, loaders.test, dev)["acc"]) * 100
+        stats["top1"] = (1 - run.base["acc"]) * 100
+        if s.eval_test and val is not None:
+            stats["test_top1"] = (1 - evaluate(run.model, loaders.test, dev)["acc"]) * 100
     stats.update({k: counts[k] for k in ("params", "macs", "activations")})
     stats["tiny_ml"] = complexity.tiny_ml(counts["params"], counts["macs"], counts["activations"],
-                                          **settings.tiny_ml_kwargs())
-    if settings.eval_robust:
+                                          **s.tiny_ml_kwargs())
+    if s.eval_robust:
         from cnas.training.robustness import sigma_grid, top1_robust, weight_robustness
 
-        sigmas = sigma_grid(settings.sigma_min, settings.sigma_max, settings.sigma_step)
-        rob = weight_robustness(subnet, select_loader, sigmas, settings.n_draws, settings.seed, dev,
-                                base_acc=base["acc"])
+        sigmas = sigma_grid(s.sigma_min, s.sigma_max, s.sigma_step)
+        rob = weight_robustness(run.backbone, select_loader, sigmas, s.n_draws, s.seed, dev,
+                                base_acc=run.base["acc"])
         stats["robustness"] = rob
         stats["sigmas"] = sigmas
-        stats["top1_robust"] = top1_robust(stats["top1"], rob[0], settings.alpha, settings.alpha_norm)
-        stats["alpha_norm"] = settings.alpha_norm
-    stats["top1_split"] = top1_split
-    stats["n_classes"] = n_classes
-    stats["resolution"] = r
+        stats["top1_robust"] = top1_robust(stats["top1"], rob[0], s.alpha, s.alpha_norm)
+        stats["alpha_norm"] = s.alpha_norm
+    res = run.result
+    stats["top1_split"] = "val" if val is not None else "test"
+    stats["n_classes"] = run.n_classes
+    stats["resolution"] = run.r
     stats["best_epoch"] = res.best_epoch + 1 if res.history else 0
     stats["history"] = [{k: round(v, 4) if isinstance(v, float) else v for k, v in h.items() if k != "val_n"}
                         for h in res.history]
-    stats["inherited"] = inherited
-    stats["seconds"] = time.perf_counter() - t0
-    stats = {k: _round(v) if k not in ("epsilon", "branch_scores", "ece_scores", "history") else v
-             for k, v in stats.items()}
-    if out_path is not None:
-        if settings.save_ckpt:
-            atomic_torch_save(out_path / "ckpt.pth", {
-                "state_dict": model.state_dict(), "arch": arch, "n_classes": n_classes, "resolution": r,
-                "dataset": settings.dataset, "thresholds": list(getattr(model, "thresholds", [])),
-            })
-        atomic_write_json(out_path / f"{name}.stats", stats)
+    stats["inherited"] = run.init.inherited
     return stats
+
+
+_UNROUNDED = ("epsilon", "branch_scores", "ece_scores", "history")
+
+
+def write_outputs(run: Run, stats: dict, outputs: Outputs) -> None:
+    """Step 5: the network checkpoint (when ``outputs.ckpt``), then the stats file (atomically, last)."""
+    if outputs.dir is None:
+        return
+    out = Path(outputs.dir)
+    if outputs.ckpt:
+        from cnas.models.checkpoint import save_net_checkpoint
+
+        save_net_checkpoint(out / outputs.ckpt, run.model, run.arch, run.n_classes, run.r,
+                            dataset=run.settings.dataset, mean=run.loaders.mean, std=run.loaders.std)
+    atomic_write_json(out / f"{outputs.name}.stats", stats)
+
+
+def run_pipeline(arch: dict, settings: EvalSettings, init: Init | None = None, outputs: Outputs | None = None,
+                 device: str | torch.device | None = None, log: Callable[[str], None] | None = None) -> dict:
+    """Initialise -> train the backbone -> train the exits (early-exit archs) -> measure -> write the stats and
+    the checkpoint. ``init`` defaults to :meth:`Init.for_settings`; ``outputs`` to writing nothing. Returns the
+    stats dict (rounded, as written). Raises on failure, leaving no stats file."""
+    t0 = time.perf_counter()
+    outputs = outputs if outputs is not None else Outputs()
+    run = setup(arch, settings, device)
+    out_path = Path(outputs.dir) if outputs.dir is not None else None
+    if out_path is not None and outputs.subnet and not (out_path / f"{outputs.name}.subnet").exists():
+        atomic_write_json(out_path / f"{outputs.name}.subnet", run.arch, indent=None)
+    load_run_data(run)
+    initialise(run, init if init is not None else Init.for_settings(settings))
+    if log is not None:
+        cfg = settings.train_config()
+        log(f"training from {run.init.describe()}: {run.loaders.describe()}; {cfg.epochs} epochs {cfg.optim} "
+            f"lr {cfg.lr}")
+    train_backbone(run, out_path / outputs.state if out_path is not None and outputs.state else None, log=log)
+    if run.early_exit:
+        train_early_exits(run, log=log)
+    stats = measure(run)
+    if outputs.report_test and stats["top1_split"] == "test":
+        for k in ("top1", "exits_ratio", "avg_macs"):
+            if k in stats:
+                stats.setdefault(f"test_{k}", stats[k])
+    stats.update(outputs.extra_stats)
+    stats["seconds"] = time.perf_counter() - t0
+    stats = {k: _round(v) if k not in _UNROUNDED else v for k, v in stats.items()}
+    write_outputs(run, stats, outputs)
+    return stats
+
+
+def evaluate_arch(arch: dict, settings: EvalSettings, out_dir: str | Path | None = None, name: str = "net",
+                  device: str | None = None, log: Callable[[str], None] | None = None) -> dict:
+    """Train and measure ``arch`` from the search's start (:meth:`Init.for_settings`); write
+    ``<out_dir>/<name>.subnet`` first and ``<name>.stats`` (and ``ckpt.pth`` when ``save_ckpt``) at the end.
+    Returns the stats dict."""
+    outputs = Outputs(out_dir, name, ckpt="ckpt.pth" if settings.save_ckpt else None)
+    return run_pipeline(arch, settings, Init.for_settings(settings), outputs, device=device, log=log)
 
 
 def evaluate_candidate(task: CandidateTask, device: str | None = None) -> dict:
@@ -310,4 +461,6 @@ def load_stats(path: str | Path) -> dict:
     return d
 
 
-__all__ = ["EvalSettings", "CandidateTask", "evaluate_arch", "evaluate_candidate", "resolve_arch", "load_stats"]
+__all__ = ["EvalSettings", "CandidateTask", "Init", "Outputs", "Run", "run_pipeline", "evaluate_arch",
+           "evaluate_candidate", "resolve_arch", "load_stats", "setup", "load_run_data", "initialise",
+           "train_backbone", "train_early_exits", "measure", "write_outputs"]

@@ -32,7 +32,8 @@ from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
 from ofa.utils import make_divisible
 
 from cnas.errors import CheckpointError, ConfigError
-from cnas.fileio import atomic_torch_save
+from cnas.fileio import atomic_torch_save, load_torch_file
+from cnas.models.early_exit import build_network
 from cnas.models.ofa_net import BASE_STAGE_WIDTH, WIDTHS, build_supernet
 from cnas.spaces import DEPTHS, EXPANSIONS, KERNELS
 
@@ -219,3 +220,75 @@ def save_supernet(path: str | os.PathLike, supernet: OFAMobileNetV3, meta: dict 
     state = {k: v.detach().cpu() for k, v in supernet.state_dict().items()}
     return atomic_torch_save(path, {"state_dict": state, "meta": info})
 
+
+
+# ---------------------------------------------------------------- trained networks (not supernets)
+NET_REQUIRED = ("state_dict", "arch", "n_classes")
+
+
+def save_net_checkpoint(path: str | os.PathLike, model: nn.Module, arch: dict, n_classes: int, resolution: int,
+                        dataset: str | None = None, mean=None, std=None, **extra) -> Path:
+    """Write the cnas checkpoint of a trained network atomically.
+
+    The file holds ``{"state_dict", "arch", "n_classes", "resolution", "dataset", "thresholds"}`` (``thresholds``:
+    the model's exit thresholds, ``[]`` for a single-exit net), ``mean``/``std`` (the input normalization) when
+    given, and every ``extra`` item (plain values only, so that :func:`load_net_checkpoint` reads it back with
+    ``weights_only=True``).
+    """
+    ck = {"state_dict": model.state_dict(), "arch": arch, "n_classes": int(n_classes), "resolution": int(resolution),
+          "dataset": dataset, "thresholds": [float(t) for t in getattr(model, "thresholds", [])]}
+    if mean is not None:
+        ck["mean"] = [float(v) for v in mean]
+    if std is not None:
+        ck["std"] = [float(v) for v in std]
+    ck.update(extra)
+    return atomic_torch_save(path, ck)
+
+
+def _same_arch(a: dict, b: dict) -> bool:
+    return {k: v for k, v in a.items() if k != "r"} == {k: v for k, v in b.items() if k != "r"}
+
+
+def load_net_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, arch: dict | None = None,
+                        n_classes: int | None = None) -> tuple[nn.Module, dict]:
+    """The network of a cnas checkpoint written by :func:`save_net_checkpoint`, and its metadata (every item but
+    ``state_dict``; ``resolution`` filled from the arch's ``r`` when the file has none).
+
+    Read with ``weights_only=True``. ``model``: load the weights (and exit thresholds) into this network;
+    by default the network of the checkpoint's arch is built (:func:`cnas.models.build_network`). ``arch`` and
+    ``n_classes``: what the checkpoint must have been saved for (the resolution ``r`` may differ).
+
+    Raises:
+        CheckpointError: missing or unreadable file, not a cnas network checkpoint, saved for another arch or
+            class count, or weights that do not fit the network; one line naming the file.
+    """
+    path = Path(path)
+    ck = load_torch_file(path, what="checkpoint")
+    if not isinstance(ck, dict) or not set(NET_REQUIRED) <= set(ck):
+        raise _fail(path, f"not a cnas network checkpoint (needs {', '.join(NET_REQUIRED)})")
+    if not isinstance(ck["arch"], dict):
+        raise _fail(path, f"'arch' must be a dict, found {type(ck['arch']).__name__}")
+    if arch is not None and not _same_arch(ck["arch"], arch):
+        raise CheckpointError(f"checkpoint {path} was saved for another arch than net.subnet; delete it or restore "
+                              "the pick's net.subnet")
+    if n_classes is not None and ck.get("n_classes") not in (None, n_classes):
+        raise CheckpointError(f"checkpoint {path} has a {ck['n_classes']}-class head but the data has {n_classes} "
+                              "classes; pass the search's --dataset/--n_classes")
+    meta = {k: v for k, v in ck.items() if k != "state_dict"}
+    r = int(ck.get("resolution") or ck["arch"].get("r") or 0)
+    if r < 1:
+        raise _fail(path, "has no resolution")
+    meta["resolution"] = r
+    if model is None:
+        model = build_network(ck["arch"], int(ck["n_classes"]), resolution=r)
+        fits = "its arch"
+    else:
+        fits = "the network"
+    try:
+        model.load_state_dict(ck["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"checkpoint {path} does not fit {fits} ({first[:160]})") from None
+    if hasattr(model, "thresholds") and ck.get("thresholds"):
+        model.thresholds = [float(t) for t in ck["thresholds"]]
+    return model, meta

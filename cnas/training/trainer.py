@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from cnas.errors import ConfigError
 from cnas.fileio import atomic_torch_save, load_torch_file
+from cnas.settings import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, OneOf, SgdSettings, setting
 from cnas.training.sam import SAM, frozen_bn_stats
 
 
@@ -29,44 +30,28 @@ class TrainingDiverged(RuntimeError):
 
 
 @dataclass
-class TrainConfig:
-    """The training recipe (one home: :class:`cnas.evaluation.EvalSettings` extends it). The defaults learn in a few
-    epochs from scratch; the original's recipe was batch 128, lr 0.01, no warm-up and no label smoothing."""
+class TrainConfig(SgdSettings):
+    """The training recipe (one home: :class:`cnas.evaluation.EvalSettings` extends it; momentum, weight decay,
+    label smoothing and warm-up come from :class:`cnas.settings.SgdSettings`). The defaults learn in a few epochs
+    from scratch; the original's recipe was batch 128, lr 0.01, no warm-up and no label smoothing."""
 
-    epochs: int = 5
-    optim: str = "SGD"  # SGD | SAM (ASAM when adaptive)
-    lr: float = 0.05
-    lr_min: float = 0.0
-    momentum: float = 0.9
-    weight_decay: float = 5e-5
-    nesterov: bool = False
-    rho: float = 2.0
-    adaptive: bool = True
-    label_smoothing: float = 0.1
-    warmup_epochs: float = 1.0
-    grad_clip: float | None = None
-    select: str = "val_loss"  # val_loss | val_acc | last
-    amp: bool = True  # bfloat16 autocast, CUDA only
-    # None = by device: on for CPU, off for CUDA (``benchmarks/training.py`` measures the training throughput
-    # with and without it on the device it runs on)
-    channels_last: bool | None = None
-    progress: bool = False
-    seed: int = 42
+    title = "training recipe"
 
-    def validate(self) -> "TrainConfig":
-        if self.epochs < 0:
-            raise ConfigError(f"--epochs must be >= 0, got {self.epochs}")
-        if self.optim.upper() not in ("SGD", "SAM"):
-            raise ConfigError(f"--optim must be SGD or SAM, got {self.optim!r}")
-        if self.lr <= 0:
-            raise ConfigError(f"--lr must be positive, got {self.lr}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ConfigError(f"--label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.select not in ("val_loss", "val_acc", "last"):
-            raise ConfigError(f"selection must be val_loss, val_acc or last, got {self.select!r}")
-        if self.rho < 0:
-            raise ConfigError(f"--rho must be >= 0, got {self.rho}")
-        return self
+    epochs: int = setting(5, help="training epochs", check=NON_NEGATIVE_INT)
+    optim: str = setting("SGD", help="SGD or SAM (ASAM with adaptive)", check=OneOf(("SGD", "SAM"), ignore_case=True))
+    lr: float = setting(0.05, help="learning rate at the end of the warm-up", check=POSITIVE)
+    lr_min: float = setting(0.0, help="learning rate at the end of the cosine decay", check=NON_NEGATIVE)
+    nesterov: bool = setting(False, help="Nesterov momentum")
+    rho: float = setting(2.0, help="SAM neighbourhood radius", check=NON_NEGATIVE)
+    adaptive: bool = setting(True, help="ASAM: SAM's neighbourhood scaled by the weights")
+    grad_clip: float | None = setting(None, help="largest gradient norm (default: no clipping)", check=POSITIVE)
+    select: str = setting("val_loss", help="the epoch whose weights are kept: val_loss, val_acc or last",
+                          check=OneOf(("val_loss", "val_acc", "last")))
+    amp: bool = setting(True, help="bfloat16 autocast (CUDA only)")
+    channels_last: bool | None = setting(None, help="channels-last memory layout (default: by device, on for CPU "
+                                                    "and off for CUDA; see benchmarks/training.py)")
+    progress: bool = setting(False, help="progress bars", runtime=True)
+    seed: int = setting(42, help="seed of the initialization, batch order and augmentation")
 
 
 @dataclass

@@ -44,47 +44,26 @@ from typing import Any, Iterable
 import numpy as np
 
 from cnas.errors import ArchError, ConfigError
-from cnas.spaces import N_STAGES, exit_mask, get_space
+from cnas.spaces import geometry as G
+from cnas.spaces import get_space
+from cnas.spaces.geometry import stage_sizes
 
 __all__ = ["exit_pool_sizes", "count", "count_many", "tiny_ml", "stage_sizes", "POOL_SIZES", "HEAD_WIDTHS"]
 
-# ---------------------------------------------------------------- the OFA MobileNetV3 (width multiplier 1.0)
-STEM_WIDTH = 16  # first_conv: 3x3 stride 2, 3 -> 16, BN, h-swish
-FIRST_BLOCK_WIDTH = 16  # blocks[0]: fixed MBConv, expansion 1, 3x3 depthwise, stride 1, identity shortcut
-STAGE_WIDTHS = (24, 40, 80, 112, 160)
-STAGE_STRIDES = (2, 2, 2, 1, 2)
-STAGE_SE = (False, True, False, True, True)
-FINAL_EXPAND_WIDTH = 960  # final_expand_layer: 1x1 conv + BN + h-swish
-FEATURE_MIX_WIDTH = 1280  # feature_mix_layer: 1x1 conv (no BN) + h-swish, after global average pooling
-SE_REDUCTION = 4
-CHANNEL_DIVISOR = 8
-
-# ---------------------------------------------------------------- exit heads
-HEAD_WIDTHS = (32, 64, 128)  # the three 3x3 convs of an exit head
-POOL_SIZES = (1, 2, 4)  # candidate max-pool sizes before an exit head (1 = no pooling)
-
-
-def _make_divisible(v: float, divisor: int = CHANNEL_DIVISOR) -> int:
-    """OFA's channel rounding: nearest multiple of ``divisor`` (at least ``divisor``), never 10 % below ``v``."""
-    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    if new_v < 0.9 * v:
-        new_v += divisor
-    return new_v
-
-
-def _half(h: int) -> int:
-    """Output size of a stride-2 layer with padding k//2 and odd k: ceil(h / 2)."""
-    return (h + 1) // 2
-
-
-def stage_sizes(resolution: int) -> tuple[int, tuple[int, ...]]:
-    """``(h0, (h1..h5))``: the map size after the stem (and first block) and after each of the 5 stages."""
-    h0 = _half(int(resolution))
-    sizes, h = [], h0
-    for s in STAGE_STRIDES:
-        h = _half(h) if s == 2 else h
-        sizes.append(h)
-    return h0, tuple(sizes)
+# The network's shape comes from cnas.spaces.geometry; these names stay importable from here.
+HEAD_WIDTHS = G.EXIT_HEAD_WIDTHS  # the three 3x3 convs of an exit head
+POOL_SIZES = G.EXIT_POOL_SIZES  # candidate max-pool sizes before an exit head (1 = no pooling)
+_W = G.widths(1.0)  # the one supernet every cnas space uses
+STEM_WIDTH = _W.stem
+FIRST_BLOCK_WIDTH = _W.first_block
+STAGE_WIDTHS = _W.stages
+STAGE_STRIDES = G.STAGE_STRIDES
+STAGE_SE = G.STAGE_SE
+FINAL_EXPAND_WIDTH = _W.final_expand
+FEATURE_MIX_WIDTH = _W.feature_mix
+SE_REDUCTION = G.SE_REDUCTION
+CHANNEL_DIVISOR = G.CHANNEL_DIVISOR
+_make_divisible = G.make_divisible
 
 
 # A cost is a tuple of exact integers (params, macs, activations).
@@ -108,16 +87,14 @@ def _add(*costs: tuple[int, int, int]) -> tuple[int, int, int]:
 @lru_cache(maxsize=65536)
 def _mbconv(cin: int, cout: int, k: int, e: int, stride: int, se: bool, h_in: int) -> tuple[int, int, int]:
     """One OFA MBConv block: 1x1 expand + BN, kxk depthwise + BN (+ SE), 1x1 project + BN."""
-    h_out = _half(h_in) if stride == 2 else h_in
+    h_out = G.conv_out_size(h_in, stride)
     parts = []
-    if e == 1:
-        mid = cin
-    else:
-        mid = _make_divisible(round(cin * e))
+    mid = G.mid_channels(cin, e)
+    if e != 1:
         parts.append(_conv_bn(cin, mid, 1, h_in))
     parts.append(_conv_bn(mid, mid, k, h_out, groups=mid))
     if se:
-        red = _make_divisible(mid // SE_REDUCTION)
+        red = G.se_channels(mid)
         # two 1x1 convs with bias on the pooled 1x1 map
         parts.append((2 * mid * red + red + mid, 2 * mid * red, red + mid))
     parts.append(_conv_bn(mid, cout, 1, h_out))
@@ -128,20 +105,23 @@ def _mbconv(cin: int, cout: int, k: int, e: int, stride: int, se: bool, h_in: in
 def _tables(resolution: int):
     """Per-resolution cost tables: stem (+ first block), per stage {(position 0 or 1, k, e): cost}, tail."""
     h0, hs = stage_sizes(resolution)
-    stem = _add(_conv_bn(3, STEM_WIDTH, 3, h0), _mbconv(STEM_WIDTH, FIRST_BLOCK_WIDTH, 3, 1, 1, False, h0))
+    w = G.widths(1.0)
+    first = G.first_block(1.0)
+    stem = _add(_conv_bn(G.INPUT_CHANNELS, w.stem, G.STEM_KERNEL, h0),
+                _mbconv(first.cin, first.cout, first.kernel, first.expand, first.stride, first.se, h0))
     stages = []
-    cin, h_in = FIRST_BLOCK_WIDTH, h0
-    for s in range(N_STAGES):
+    h_in = h0
+    for s, spec in enumerate(G.stage_specs(1.0)):
         table = {}
-        for k in (3, 5, 7):
-            for e in (3, 4, 6):
-                table[(0, k, e)] = _mbconv(cin, STAGE_WIDTHS[s], k, e, STAGE_STRIDES[s], STAGE_SE[s], h_in)
-                table[(1, k, e)] = _mbconv(STAGE_WIDTHS[s], STAGE_WIDTHS[s], k, e, 1, STAGE_SE[s], hs[s])
+        for k in G.KERNELS:
+            for e in G.EXPANSIONS:
+                table[(0, k, e)] = _mbconv(spec.cin, spec.cout, k, e, spec.stride, spec.se, h_in)
+                table[(1, k, e)] = _mbconv(spec.cout, spec.cout, k, e, 1, spec.se, hs[s])
         stages.append(table)
-        cin, h_in = STAGE_WIDTHS[s], hs[s]
+        h_in = hs[s]
     tail = _add(
-        _conv_bn(STAGE_WIDTHS[-1], FINAL_EXPAND_WIDTH, 1, hs[-1]),
-        _conv_bn(FINAL_EXPAND_WIDTH, FEATURE_MIX_WIDTH, 1, 1, bn=False),
+        _conv_bn(w.stages[-1], w.final_expand, 1, hs[-1]),
+        _conv_bn(w.final_expand, w.feature_mix, 1, 1, bn=False),
     )
     return stem, stages, tail, hs
 
@@ -154,17 +134,16 @@ def _linear(n_in: int, n_out: int) -> tuple[int, int, int]:
 def _head(channels: int, h: int, pool: int, n_out: int) -> tuple[int, int, int]:
     """An exit head on a ``channels x h x h`` map: [MaxPool(pool)], 3 x (ReLU, 3x3 conv with bias), ReLU,
     Flatten, Linear(128·h'·h', n_out), with h' = floor(h / pool)."""
-    hp = h // pool
+    shape = G.ExitHead(channels, h, pool, n_out)
+    hp = shape.side
     acts = channels * hp * hp if pool > 1 else 0  # MaxPool2d output
     params = macs = 0
-    cin = channels
-    for cout in HEAD_WIDTHS:
-        w = 9 * cin * cout
+    for cin, cout in shape.convs:
+        w = G.EXIT_HEAD_KERNEL * G.EXIT_HEAD_KERNEL * cin * cout
         params += w + cout
         macs += w * hp * hp
         acts += cout * hp * hp
-        cin = cout
-    flat = cin * hp * hp
+    flat = shape.linear_in
     acts += flat  # Flatten output
     lp, lm, la = _linear(flat, n_out)
     return params + lp, macs + lm, acts + la
@@ -186,9 +165,11 @@ def _resolution(arch: dict, resolution: Any) -> int:
     return int(r)
 
 
-_D, _K, _E = frozenset((2, 3, 4)), frozenset((3, 5, 7)), frozenset((3, 4, 6))
-_T, _B = frozenset((0.1, 0.2, 1)), frozenset((0, 1))
-_KEYS = {frozenset(("d", "ks", "e")) | extra | r for extra in (frozenset(), {"t"}, {"b"}) for r in (frozenset(), {"r"})}
+_D, _K, _E = frozenset(G.DEPTHS), frozenset(G.KERNELS), frozenset(G.EXPANSIONS)
+_T, _B = frozenset(G.EXIT_VALUES[G.EDANAS]), frozenset(G.EXIT_VALUES[G.NACHOS])
+_KEYS = {frozenset(("d", "ks", "e")) | extra | r
+         for extra in (frozenset({k}) if k else frozenset() for k in G.EXIT_KEYS.values())
+         for r in (frozenset(), {"r"})}
 
 
 def _plain_ints(values: Any, n: int, allowed: frozenset) -> bool:
@@ -202,16 +183,17 @@ def _fast_valid(arch: dict) -> bool:
     if frozenset(arch) not in _KEYS:
         return False
     d = arch["d"]
-    if not _plain_ints(d, N_STAGES, _D):
+    if not _plain_ints(d, G.N_STAGES, _D):
         return False
     n = d[0] + d[1] + d[2] + d[3] + d[4]
     if not (_plain_ints(arch["ks"], n, _K) and _plain_ints(arch["e"], n, _E)):
         return False
-    if "t" in arch:
+    space = G.space_of(arch)
+    if space == G.EDANAS:
         t = arch["t"]
-        return type(t) is list and len(t) == 4 and all(type(v) in (int, float) and v in _T for v in t)
-    if "b" in arch:
-        return _plain_ints(arch["b"], 4, _B) and any(arch["b"])
+        return type(t) is list and len(t) == G.N_EXITS and all(type(v) in (int, float) and v in _T for v in t)
+    if space == G.NACHOS:
+        return _plain_ints(arch["b"], G.N_EXITS, _B) and any(arch["b"])
     return True
 
 
@@ -220,18 +202,13 @@ def _canonical(arch: Any) -> dict:
         return arch
     if not isinstance(arch, dict):
         raise ArchError(f"an architecture must be a JSON object with ks, e, d; got {type(arch).__name__}")
-    name = "eemobilenetv3" if "t" in arch else "cbnmobilenetv3" if "b" in arch else "mobilenetv3"
-    return _validator(name).validate({k: v for k, v in arch.items() if k != "r"})
+    return _validator(G.space_of(arch)).validate({k: v for k, v in arch.items() if k != "r"})
 
 
 def _n_classes(n_classes: Any) -> int:
     if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 1:
         raise ConfigError(f"n_classes must be a positive integer, got {n_classes!r}")
     return int(n_classes)
-
-
-def _is_ee(arch: dict) -> bool:
-    return "t" in arch or "b" in arch
 
 
 def _stage_costs(arch: dict, resolution: int):
@@ -259,20 +236,20 @@ def _exits(arch: dict, resolution: int, n_classes: int, binary: bool | None):
     for c in stages:
         cum.append(_add(cum[-1], c))  # cum[i + 1]: backbone up to the end of stage i
     if binary is None:
-        binary = "b" in arch
-    n_out = n_classes + (1 if binary else 0)
+        binary = G.binary_heads(arch)
+    n_out = G.head_outputs(n_classes, binary)
     final_head = _add(tail, _linear(FEATURE_MIX_WIDTH, n_classes))
     final = (cum[-1], final_head, 1)
-    positions = [i for i, m in enumerate(exit_mask(arch)) if m]
+    positions = G.exit_stages(arch)
     chosen = []
     next_cost = cum[-1][1] + final_head[1]
     for i in reversed(positions):
         backbone = cum[i + 1]
-        h, c = hs[i], STAGE_WIDTHS[i]
+        h, c = hs[i], STAGE_WIDTHS[i]  # the exit reads stage i's output map
         pool = 1
         head = _head(c, h, pool, n_out)
         while backbone[1] + head[1] >= next_cost:
-            larger = [p for p in POOL_SIZES if p > pool and h // p >= 1]
+            larger = [p for p in POOL_SIZES if p > pool and G.pool_fits(h, p)]
             if not larger:
                 break
             pool = larger[0]
@@ -300,7 +277,7 @@ def exit_pool_sizes(arch: dict, resolution: int | None = None, n_classes: int = 
 
 
 def _count(arch: dict, n_classes: int, r: int) -> dict:
-    if not _is_ee(arch):
+    if not G.has_exit_genes(arch):
         stem, stages, tail, _ = _stage_costs(arch, r)
         total = _add(stem, *stages, tail, _linear(FEATURE_MIX_WIDTH, n_classes))
         return {"params": total[0] / 1e6, "macs": total[1] / 1e6, "activations": total[2] / 1e6}

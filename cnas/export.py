@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from cnas.cli import ArgumentParser
 from cnas.errors import CheckpointError, ConfigError, run_cli
 from cnas.fileio import atomic_write_bytes, atomic_write_json, load_torch_file
+from cnas.spaces.geometry import INPUT_CHANNELS
 
 FORMATS = ("torchscript", "onnx")
 WEIGHTS = ("ckpt.finetuned.pth", "ckpt.pth", "inherited.pth")
@@ -202,7 +203,7 @@ def deployable(model: nn.Module, fmt: str) -> nn.Module:
         return EarlyExitAllExits(model).eval()
     stages = _stages(model)
     r = model.resolution
-    h = torch.zeros(1, 3, r, r)
+    h = torch.zeros(1, INPUT_CHANNELS, r, r)
     traced = []
     with torch.no_grad():
         for st in stages:
@@ -252,7 +253,7 @@ def _export(model, meta, ck_path, fmt, out, is_ee, r, atol, n_check, seed) -> di
     module = deployable(model, fmt)
     g = torch.Generator().manual_seed(seed)
     batch = 1 if (is_ee and fmt == "torchscript") else 2
-    xs = [torch.randn(batch, 3, r, r, generator=g) for _ in range(n_check)]
+    xs = [torch.randn(batch, INPUT_CHANNELS, r, r, generator=g) for _ in range(n_check)]
     if fmt == "torchscript":
         run = _export_torchscript(module, out, xs[0], is_ee)
     else:
@@ -280,10 +281,10 @@ def _export(model, meta, ck_path, fmt, out, is_ee, r, atol, n_check, seed) -> di
     record = {
         "format": fmt, "file": out.name, "checkpoint": str(ck_path), "arch": meta["arch"],
         "n_classes": meta["n_classes"], "resolution": r, "dataset": meta.get("dataset"), "normalization": norm,
-        "input": {"name": "input", "shape": [1 if (is_ee and fmt == "torchscript") else "B", 3, r, r]},
+        "input": {"name": "input", "shape": [1 if (is_ee and fmt == "torchscript") else "B", INPUT_CHANNELS, r, r]},
         "outputs": ["logits", "exit_index"] if is_ee else ["logits"],
         "early_exit": None if not is_ee else {
-            "policy": "cumulative_confidence" if model.binary else "score_margin",
+            "policy": model.policy,
             "thresholds": list(model.thresholds), "early_stop": fmt == "torchscript"},
         "max_abs_diff": diff, "exit_agreement": (agree / len(xs)) if is_ee else None,
     }

@@ -16,7 +16,8 @@ import json
 from cnas.complexity import count
 from cnas.errors import ArchError, ConfigError, run_cli
 from cnas.fileio import read_json
-from cnas.spaces import SPACES, exit_mask, get_space
+from cnas.spaces import SPACES, get_space, space_of
+from cnas.spaces.geometry import exit_positions
 
 PROG = "cnas.profile"
 
@@ -44,7 +45,7 @@ def profile(arch: object, n_classes: int = 10, resolution: int | None = None, se
     if isinstance(r, bool) or not isinstance(r, (int, float)) or not float(r).is_integer() or r < 1:
         raise ArchError(f"resolution {r!r} is not a positive integer; pass --resolution R")
     r = int(r)
-    name = search_space or ("eemobilenetv3" if "t" in arch else "cbnmobilenetv3" if "b" in arch else "mobilenetv3")
+    name = search_space or space_of(arch)
     canonical = get_space(name, r, r).validate({**arch, "r": r})
     return {"arch": canonical, "search_space": name, "resolution": r, "n_classes": n_classes,
             **count(canonical, n_classes=n_classes, resolution=r)}
@@ -58,14 +59,13 @@ def _table(info: dict, path: str) -> str:
         f"  activations  {info['activations']:12.4f} M",
     ]
     if "exit_costs" in info:
-        stages = [i + 1 for i, m in enumerate(exit_mask(info["arch"])) if m]
+        positions = exit_positions(info["arch"])  # the stage after each exit, final (5) last
         lines.append("  exit  after stage  pool  backbone MACs  head MACs  total MACs  head params")
         pools = info["pool_sizes"] + ["-"]
-        names = [str(k + 1) for k in range(len(stages))] + ["final"]
+        names = [str(k + 1) for k in range(len(positions) - 1)] + ["final"]
         for k, name in enumerate(names):
-            stage = stages[k] if k < len(stages) else 5
             lines.append(
-                f"  {name:>5} {stage:>12} {pools[k]!s:>5} {info['backbone_macs'][k]:14.4f} "
+                f"  {name:>5} {positions[k]:>12} {pools[k]!s:>5} {info['backbone_macs'][k]:14.4f} "
                 f"{info['classifiers_macs'][k]:10.4f} {info['exit_costs'][k]:11.4f} "
                 f"{info['classifiers_params'][k]:12.4f}"
             )

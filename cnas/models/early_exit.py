@@ -36,12 +36,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cnas.errors import ArchError, ConfigError
-from cnas.models.ofa_net import build_supernet, exit_block_indices, feature_sizes, get_subnet
-from cnas.spaces import N_STAGES, exit_mask, get_space
+from cnas.models.ofa_net import build_supernet, get_subnet
+from cnas.spaces import geometry, get_space
+from cnas.spaces.geometry import DEFAULT_BINARY_THRESHOLD, default_thresholds, exit_mask  # noqa: F401 (re-export)
 
-HEAD_WIDTHS = (32, 64, 128)
-#: Default NACHOS threshold of each intermediate exit (the original has no untuned default).
-DEFAULT_BINARY_THRESHOLD = 0.5
+HEAD_WIDTHS = geometry.EXIT_HEAD_WIDTHS
 
 __all__ = [
     "EENetwork", "build_network", "make_exit_head", "score_margin", "score_margin_exits",
@@ -113,8 +112,7 @@ def validate_arch(arch: dict) -> dict:
     """Canonical form of an arch of any of the three MobileNetV3 spaces, keeping its ``r`` if it has one."""
     if not isinstance(arch, dict):
         raise ArchError(f"an architecture must be a JSON object with ks, e, d; got {type(arch).__name__}")
-    name = "eemobilenetv3" if "t" in arch else "cbnmobilenetv3" if "b" in arch else "mobilenetv3"
-    out = get_space(name, 224, 224).validate({k: v for k, v in arch.items() if k != "r"})
+    out = get_space(geometry.space_of(arch), 224, 224).validate({k: v for k, v in arch.items() if k != "r"})
     if "r" in arch:
         r = arch["r"]
         if isinstance(r, bool) or not isinstance(r, int) or r < 1:
@@ -123,24 +121,17 @@ def validate_arch(arch: dict) -> dict:
     return dict(sorted(out.items()))
 
 
-def default_thresholds(arch: dict) -> list[float]:
-    """Default thresholds, one per exit (final last, always 1): EDANAS ``[t != 1] + [1]``; NACHOS 0.5 each."""
-    if "t" in arch:
-        return [float(t) for t in arch["t"] if abs(float(t) - 1.0) > 1e-9] + [1.0]
-    return [DEFAULT_BINARY_THRESHOLD] * sum(exit_mask(arch)) + [1.0]
-
-
 def make_exit_head(channels: int, size: int, pool: int, n_out: int) -> nn.Sequential:
-    """An exit head for a ``channels x size x size`` feature map (see the module docstring)."""
+    """An exit head for a ``channels x size x size`` feature map (see the module docstring), shaped by
+    :class:`cnas.spaces.geometry.ExitHead`."""
+    shape = geometry.ExitHead(int(channels), int(size), int(pool), int(n_out))
     layers: list[nn.Module] = []
-    if pool > 1:
-        layers.append(nn.MaxPool2d(pool, stride=pool))
-    cin = channels
-    for cout in HEAD_WIDTHS:
-        layers += [nn.ReLU(), nn.Conv2d(cin, cout, 3, padding=1)]
-        cin = cout
-    side = size // pool
-    layers += [nn.ReLU(), nn.Flatten(), nn.Linear(cin * side * side, n_out)]
+    if shape.pool > 1:
+        layers.append(nn.MaxPool2d(shape.pool, stride=shape.pool))
+    k = geometry.EXIT_HEAD_KERNEL
+    for cin, cout in shape.convs:
+        layers += [nn.ReLU(), nn.Conv2d(cin, cout, k, padding=k // 2)]
+    layers += [nn.ReLU(), nn.Flatten(), nn.Linear(shape.linear_in, shape.n_out)]
     return nn.Sequential(*layers)
 
 
@@ -162,7 +153,7 @@ class EENetwork(nn.Module):
         n_exits: number of exits including the final one.
         exit_positions: the stage (1..4) after which each intermediate exit sits, then 5 for the final exit.
         exit_blocks: index in ``backbone.blocks`` of the block each exit reads (``blocks[0]`` is the fixed block).
-        binary, n_classes, resolution, pool_sizes, arch.
+        binary, n_classes, resolution, pool_sizes, arch; policy: the exit policy's name.
         heads: ``nn.ModuleList`` of the intermediate exit heads (the final exit's modules live in the backbone).
         thresholds: the exit thresholds :meth:`predict` uses by default (one per exit, final last).
 
@@ -191,12 +182,11 @@ class EENetwork(nn.Module):
         self.resolution = int(r)
         self.arch = arch
         self.n_classes = int(n_classes)
-        self.binary = ("b" in arch) if binary is None else bool(binary)
+        self.binary = geometry.binary_heads(arch) if binary is None else bool(binary)
         self.backbone = subnet
-        ends = exit_block_indices(arch)
-        stages = [i for i, m in enumerate(mask) if m]
-        self.exit_positions = [i + 1 for i in stages] + [N_STAGES]
-        self.exit_blocks = [ends[i] for i in stages] + [ends[-1]]
+        stages = geometry.exit_stages(arch)
+        self.exit_positions = geometry.exit_positions(arch)
+        self.exit_blocks = geometry.exit_blocks(arch)
         self.n_exits = len(self.exit_positions)
         if pool_sizes is None:
             from cnas.complexity import exit_pool_sizes
@@ -204,20 +194,19 @@ class EENetwork(nn.Module):
             pool_sizes = exit_pool_sizes(arch, self.resolution, self.n_classes, self.binary)
         if len(pool_sizes) != len(stages):
             raise ConfigError(f"got {len(pool_sizes)} pool sizes for {len(stages)} intermediate exits")
-        sizes = feature_sizes(self.resolution)
-        n_out = self.n_classes + (1 if self.binary else 0)
-        heads, pools = [], []
-        for i, pool in zip(stages, pool_sizes):
-            pool = max(1, int(pool))
-            while pool > 1 and pool > sizes[i]:  # guard: never pool a map below 1x1
-                pool //= 2
-            channels = subnet.blocks[ends[i]].conv.out_channels
-            heads.append(make_exit_head(channels, sizes[i], pool, n_out))
-            pools.append(pool)
-        self.pool_sizes = pools
+        # geometry fits each pool to its map (never below 1x1); the channels are read off the subnet's block
+        specs = geometry.exit_heads(arch, self.resolution, self.n_classes, pool_sizes, self.binary)
+        specs = [sp._replace(channels=int(subnet.blocks[sp.block].conv.out_channels)) for sp in specs]
+        heads = [make_exit_head(sp.channels, sp.size, sp.pool, sp.n_out) for sp in specs]
+        self.pool_sizes = [sp.pool for sp in specs]
         param = next(subnet.parameters(), None)
         self.heads = nn.ModuleList(heads).to(param.device if param is not None else "cpu")
         self.thresholds = default_thresholds(arch)
+
+    @property
+    def policy(self) -> str:
+        """The exit policy's name: ``cumulative_confidence`` (binary heads) or ``score_margin``."""
+        return geometry.exit_policy(self.binary)
 
     # ------------------------------------------------------------ pieces
     def _final(self, h: torch.Tensor) -> torch.Tensor:
@@ -340,6 +329,6 @@ def build_network(arch: dict, n_classes: int, supernet: nn.Module | None = None,
             raise ConfigError(f"the supernet has a {have}-class classifier but n_classes = {n_classes}: "
                               f"load it with load_supernet(path, n_classes={n_classes})")
     subnet = get_subnet(supernet, arch)
-    if any(exit_mask(arch)):
+    if any(geometry.exit_mask(arch)):
         return EENetwork(subnet, arch, n_classes, resolution=resolution)
     return subnet

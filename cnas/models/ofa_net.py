@@ -15,15 +15,14 @@ import torch
 import torch.nn as nn
 from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
 from ofa.imagenet_classification.elastic_nn.utils import set_running_statistics
-from ofa.utils import make_divisible
 
 from cnas.errors import DataError
-from cnas.spaces import DEPTHS, EXPANSIONS, KERNELS, MAX_DEPTH, N_STAGES, stage_layers
+from cnas.spaces import geometry
+from cnas.spaces.geometry import BASE_STAGE_WIDTH, DEPTHS, EXPANSIONS, KERNELS, N_STAGES  # noqa: F401 (re-export)
 
 #: Widths of the official OFA MobileNetV3 checkpoints (``..._w1.0``, ``..._w1.2``).
-WIDTHS = (1.0, 1.2)
-#: Channels of the stem, first block, stages 1..5, final expand and feature mix at width 1.0 (ofa's layout).
-BASE_STAGE_WIDTH = (16, 16, 24, 40, 80, 112, 160, 960, 1280)
+WIDTHS = geometry.WIDTH_MULTS
+
 
 def build_supernet(n_classes: int, width_mult: float = 1.0, dropout_rate: float = 0.0) -> OFAMobileNetV3:
     """An untrained OFA MobileNetV3 supernet (d234, e346, k357) with an ``n_classes``-way classifier.
@@ -42,24 +41,17 @@ def build_supernet(n_classes: int, width_mult: float = 1.0, dropout_rate: float 
 
 def stage_widths(width_mult: float = 1.0) -> list[int]:
     """Output channels of stages 1..5 at ``width_mult`` (24/40/80/112/160 at 1.0)."""
-    return [make_divisible(w * width_mult, 8) for w in BASE_STAGE_WIDTH[2:7]]
+    return list(geometry.stage_widths(width_mult))
 
 
 def feature_sizes(resolution: int) -> list[int]:
-    """Spatial side of the feature map after stages 1..5 for a square ``resolution`` input (one home:
-    :func:`cnas.complexity.stage_sizes`)."""
-    from cnas.complexity import stage_sizes
-
-    return list(stage_sizes(resolution)[1])
+    """Spatial side of the feature map after stages 1..5 for a square ``resolution`` input."""
+    return list(geometry.feature_sizes(resolution))
 
 
 def exit_block_indices(arch: dict) -> list[int]:
     """Index in a static subnet's ``blocks`` of the last block of stages 1..5 (``blocks[0]`` is the fixed block)."""
-    out, pos = [], 0
-    for depth in arch["d"]:
-        pos += int(depth)
-        out.append(pos)
-    return out
+    return geometry.stage_end_blocks(arch)
 
 
 def set_active_arch(supernet: OFAMobileNetV3, arch: dict) -> None:
@@ -67,15 +59,10 @@ def set_active_arch(supernet: OFAMobileNetV3, arch: dict) -> None:
 
     Deviation from the original: it passed the Σd-long ks/e lists to ``set_active_subnet`` which assigns them to
     the blocks in order, so whenever a stage had depth < 4 the active network differed from the config.
-    Here the lists are padded per stage to 4 entries (the padding blocks are inactive).
+    Here the lists are padded per stage to 4 entries (:func:`cnas.spaces.geometry.supernet_setting`; the
+    padding blocks are inactive).
     """
-    ks20, e20 = [], []
-    for layers in stage_layers(arch):
-        pad = layers[-1]
-        layers = layers + [pad] * (MAX_DEPTH - len(layers))
-        ks20 += [k for k, _ in layers]
-        e20 += [e for _, e in layers]
-    supernet.set_active_subnet(ks=ks20, e=e20, d=list(arch["d"]))
+    supernet.set_active_subnet(**geometry.supernet_setting(arch))
 
 
 def get_subnet(supernet: OFAMobileNetV3, arch: dict, preserve_weight: bool = True) -> nn.Module:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from cnas.errors import ConfigError
+from cnas.spaces import geometry
+from cnas.spaces.geometry import EDANAS, NACHOS, PLAIN, space_of
 from cnas.spaces.mobilenetv3 import (
     BRANCHES,
     DEPTHS,
@@ -21,9 +23,9 @@ from cnas.spaces.mobilenetv3 import (
 )
 
 SPACES = {
-    "mobilenetv3": MobileNetV3Space,
-    "eemobilenetv3": EEMobileNetV3Space,
-    "cbnmobilenetv3": CBNMobileNetV3Space,
+    PLAIN: MobileNetV3Space,
+    EDANAS: EEMobileNetV3Space,
+    NACHOS: CBNMobileNetV3Space,
 }
 
 
@@ -35,11 +37,11 @@ def get_space(name: str, lr: int = 224, ur: int = 224, rstep: int = 4) -> Mobile
 
 
 def space_for_arch(arch: dict, lr: int | None = None, ur: int | None = None, rstep: int = 4) -> MobileNetV3Space:
-    """The space an arch dict belongs to, judged by its keys (``t``: EDANAS, ``b``: NACHOS, else plain).
+    """The space an arch dict belongs to, judged by its keys (:func:`cnas.spaces.geometry.space_of`).
 
     The resolution range defaults to the arch's own ``r`` (fixed), else 224.
     """
-    name = "eemobilenetv3" if "t" in arch else "cbnmobilenetv3" if "b" in arch else "mobilenetv3"
+    name = space_of(arch)
     r = arch.get("r", 224) if isinstance(arch, dict) else 224
     lo = lr if lr is not None else r
     hi = ur if ur is not None else lo
@@ -47,7 +49,7 @@ def space_for_arch(arch: dict, lr: int | None = None, ur: int | None = None, rst
 
 
 __all__ = [
-    "SPACES", "get_space", "space_for_arch", "stage_layers", "exit_mask", "Arch", "MobileNetV3Space", "EEMobileNetV3Space",
-    "CBNMobileNetV3Space", "DEPTHS", "KERNELS", "EXPANSIONS", "THRESHOLDS", "BRANCHES", "N_STAGES", "N_EXITS",
+    "SPACES", "get_space", "space_for_arch", "space_of", "geometry", "stage_layers", "exit_mask", "Arch",
+    "MobileNetV3Space", "EEMobileNetV3Space", "CBNMobileNetV3Space", "DEPTHS", "KERNELS", "EXPANSIONS", "THRESHOLDS", "BRANCHES", "N_STAGES", "N_EXITS",
     "MAX_DEPTH",
 ]

@@ -26,18 +26,26 @@ from typing import Any, Sequence
 import numpy as np
 
 from cnas.errors import ArchError, ConfigError
+from cnas.spaces.geometry import (  # noqa: F401  (the gene values and arch helpers live in geometry)
+    BRANCHES,
+    Arch,
+    DEPTHS,
+    EDANAS,
+    EXIT_KEYS,
+    EXIT_VALUES,
+    EXPANSIONS,
+    KERNELS,
+    MAX_DEPTH,
+    N_EXITS,
+    N_STAGES,
+    NACHOS,
+    SPACE_OF_EXIT_KEY,
+    THRESHOLDS,
+    exit_mask,
+    stage_layers,
+)
 
-N_STAGES = 5
-MAX_DEPTH = 4
 STAGE_GENES = 1 + 2 * MAX_DEPTH  # depth gene + 4 kernel genes + 4 expansion genes
-N_EXITS = N_STAGES - 1  # exit positions after stages 1..4
-DEPTHS = (2, 3, 4)
-KERNELS = (3, 5, 7)
-EXPANSIONS = (3, 4, 6)
-THRESHOLDS = (0.1, 0.2, 1)  # EDANAS: 1 means "no exit here"
-BRANCHES = (0, 1)  # NACHOS: 1 means "an exit is placed here"
-
-Arch = dict[str, Any]
 
 
 def _as_rng(rng: Any) -> np.random.Generator:
@@ -51,6 +59,7 @@ class MobileNetV3Space:
 
     exit_key: str | None = None
     exit_values: tuple = ()
+    requires_exit = False  # True: every arch needs at least one exit (NACHOS)
 
     def __init__(self, name: str, lr: int = 224, ur: int = 224, rstep: int = 4):
         for flag, val in (("--lr", lr), ("--ur", ur), ("--rstep", rstep)):
@@ -104,7 +113,7 @@ class MobileNetV3Space:
         allowed = {"ks", "e", "d", "r"} | ({self.exit_key} if self.exit_key else set())
         extra = sorted(set(arch) - allowed)
         if extra:
-            other = {"t": "eemobilenetv3", "b": "cbnmobilenetv3"}
+            other = SPACE_OF_EXIT_KEY
             hint = "".join(f" ('{k}' belongs to {other[k]})" for k in extra if k in other)
             raise ArchError(f"architecture has field(s) {extra} that the {self.name} space does not know{hint}")
         d = _int_list(arch["d"], "d", N_STAGES, DEPTHS)
@@ -116,7 +125,7 @@ class MobileNetV3Space:
             if self.exit_key not in arch:
                 raise ArchError(f"architecture is missing the field '{self.exit_key}' that {self.name} needs")
             out[self.exit_key] = self._exit_list(arch[self.exit_key])
-            if self.exit_key == "b" and not any(out["b"]):
+            if self.requires_exit and not any(out[self.exit_key]):
                 raise ArchError("field 'b' has no exit (all 0): cbnmobilenetv3 archs need at least one b = 1")
         if "r" in arch:
             r = arch["r"]
@@ -202,7 +211,7 @@ class MobileNetV3Space:
             depth = DEPTHS[xi[o]]
             xi[o + 1 + depth : o + 1 + MAX_DEPTH] = 0
             xi[o + 1 + MAX_DEPTH + depth : o + STAGE_GENES] = 0
-        if self.exit_key == "b" and not xi[self._exit_slice].any():
+        if self.requires_exit and not xi[self._exit_slice].any():
             xi[self._exit_slice.stop - 1] = 1
         return xi
 
@@ -231,7 +240,7 @@ class MobileNetV3Space:
         """``n`` canonical vectors drawn uniformly per gene (cbn: only vectors with at least one exit)."""
         rng = _as_rng(rng)
         X = rng.integers(self.xl, self.xu + 1, size=(int(n), self.n_var))
-        if self.exit_key == "b":
+        if self.requires_exit:
             while True:  # each redraw succeeds with probability 15/16
                 empty = ~X[:, self._exit_slice].any(axis=1)
                 if not empty.any():
@@ -245,7 +254,7 @@ class MobileNetV3Space:
 
     def smallest(self) -> Arch:
         x = self.xl.copy()
-        if self.exit_key == "t":
+        if self.exit_key == EXIT_KEYS[EDANAS]:
             x[self._exit_slice] = 0  # lowest threshold everywhere: every exit present, easiest to take
         return self.decode(x)
 
@@ -282,36 +291,19 @@ class MobileNetV3Space:
         return exit_mask(arch) if self.exit_key else [False] * N_EXITS
 
 
-def exit_mask(arch: Arch) -> list[bool]:
-    """Which of the 4 positions after stages 1..4 carry an exit: ``t != 1`` (EDANAS) or ``b == 1`` (NACHOS)."""
-    if "t" in arch:
-        return [abs(float(t) - 1.0) > 1e-9 for t in arch["t"]]
-    if "b" in arch:
-        return [bool(b) for b in arch["b"]]
-    return [False] * N_EXITS
-
-
-def stage_layers(arch: Arch) -> list[list[tuple[int, int]]]:
-    """Per stage, the (kernel, expansion) of each present layer, mapped stage by stage."""
-    out, pos = [], 0
-    for depth in arch["d"]:
-        out.append([(int(arch["ks"][pos + j]), int(arch["e"][pos + j])) for j in range(depth)])
-        pos += depth
-    return out
-
-
 class EEMobileNetV3Space(MobileNetV3Space):
     """EDANAS: one threshold gene per exit position; threshold 1 means no exit."""
 
-    exit_key = "t"
-    exit_values = THRESHOLDS
+    exit_key = EXIT_KEYS[EDANAS]
+    exit_values = EXIT_VALUES[EDANAS]
 
 
 class CBNMobileNetV3Space(MobileNetV3Space):
     """NACHOS: one binary gene per exit position; 1 places an exit (at least one is required)."""
 
-    exit_key = "b"
-    exit_values = BRANCHES
+    exit_key = EXIT_KEYS[NACHOS]
+    exit_values = EXIT_VALUES[NACHOS]
+    requires_exit = True
 
 
 def _is_int(v: Any) -> bool:

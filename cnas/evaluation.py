@@ -49,6 +49,8 @@ class EvalSettings(DeviceSettings, ExitSettings, ConstraintSettings, RobustnessS
     pretrained: bool = setting(True, help="inherit weights from supernet_path")
     bn_recalibrate: bool = setting(True, help="re-estimate batch-norm statistics of inherited weights on training "
                                               "images")
+    bn_recal_images: int = setting(512, help="training images that re-estimate the batch-norm statistics",
+                                   check=POSITIVE_INT, earlier=512)
     eval_test: bool = setting(True, help="also measure the test error (test_top1)")
     save_ckpt: bool = setting(False, help="write the trained weights (ckpt.pth)")
     func_constr: bool = setting(False, help="replace ReLU by 0.01x^2 + 0.5x (homomorphic-encryption friendly) "

@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 
 from cnas.cli import ArgumentParser, add_dataclass_args, build_settings, given_fields, load_config_file
-from cnas.errors import ArchError, run_cli
+from cnas.errors import ArchError, ConfigError, run_cli
 from cnas.evaluation import EvalSettings, evaluate_arch
 from cnas.fileio import read_json
+from cnas.finetune import STATS_NAME, finetune, finetune_layers
 
 ALIASES = {
     "epochs": ["n_epochs", "backbone_epochs"],
@@ -52,12 +53,29 @@ def parser() -> ArgumentParser:
     return p
 
 
+def main_from_args(args) -> int:
+    """Fine-tune the folder picked by ``cnas.post_search`` that ``--model_path`` names (:mod:`cnas.finetune`)."""
+    folder = Path(args.model_path)
+    if not (folder / "net.subnet").is_file():
+        raise ArchError(f"--model_path {folder} is a folder without net.subnet: give a pick of cnas.post_search "
+                        "or an arch file")
+    if args.name:
+        raise ConfigError("--name applies to arch files; a picked folder is fine-tuned into net.finetuned.stats")
+    file_cfg = load_config_file(args.config) if args.config else {}
+    settings = build_settings(EvalSettings, *finetune_layers(folder), file_cfg,
+                              given_fields(args, EvalSettings)).validate()
+    log = None if args.quiet else (lambda msg: print(msg, flush=True))
+    out = Path(args.output_path) if args.output_path else folder
+    stats = finetune(folder, settings, out, log=log)
+    keys = ["test_top1", "top1", "params", "macs", "activations", "test_avg_macs", "test_exits_ratio"]
+    print(f"{out / STATS_NAME}: " + ", ".join(f"{k} {stats[k]}" for k in keys if k in stats))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     model_path = Path(args.model_path)
     if model_path.is_dir():  # a pick of cnas.post_search: fine-tuning
-        from cnas.finetune import main_from_args
-
         return main_from_args(args)
     if model_path.suffix != ".subnet" and model_path.suffix != ".json" and model_path.exists():
         raise ArchError(f"--model_path {model_path} is not an arch file (.subnet JSON)")

@@ -50,20 +50,10 @@ from cnas.spaces.geometry import stage_sizes
 
 __all__ = ["exit_pool_sizes", "count", "count_many", "tiny_ml", "stage_sizes", "POOL_SIZES", "HEAD_WIDTHS"]
 
-# The network's shape comes from cnas.spaces.geometry; these names stay importable from here.
+# The network's shape comes from cnas.spaces.geometry (these two names stay importable from here).
 HEAD_WIDTHS = G.EXIT_HEAD_WIDTHS  # the three 3x3 convs of an exit head
 POOL_SIZES = G.EXIT_POOL_SIZES  # candidate max-pool sizes before an exit head (1 = no pooling)
 _W = G.widths(1.0)  # the one supernet every cnas space uses
-STEM_WIDTH = _W.stem
-FIRST_BLOCK_WIDTH = _W.first_block
-STAGE_WIDTHS = _W.stages
-STAGE_STRIDES = G.STAGE_STRIDES
-STAGE_SE = G.STAGE_SE
-FINAL_EXPAND_WIDTH = _W.final_expand
-FEATURE_MIX_WIDTH = _W.feature_mix
-SE_REDUCTION = G.SE_REDUCTION
-CHANNEL_DIVISOR = G.CHANNEL_DIVISOR
-_make_divisible = G.make_divisible
 
 
 # A cost is a tuple of exact integers (params, macs, activations).
@@ -105,7 +95,7 @@ def _mbconv(cin: int, cout: int, k: int, e: int, stride: int, se: bool, h_in: in
 def _tables(resolution: int):
     """Per-resolution cost tables: stem (+ first block), per stage {(position 0 or 1, k, e): cost}, tail."""
     h0, hs = stage_sizes(resolution)
-    w = G.widths(1.0)
+    w = _W
     first = G.first_block(1.0)
     stem = _add(_conv_bn(G.INPUT_CHANNELS, w.stem, G.STEM_KERNEL, h0),
                 _mbconv(first.cin, first.cout, first.kernel, first.expand, first.stride, first.se, h0))
@@ -238,14 +228,14 @@ def _exits(arch: dict, resolution: int, n_classes: int, binary: bool | None):
     if binary is None:
         binary = G.binary_heads(arch)
     n_out = G.head_outputs(n_classes, binary)
-    final_head = _add(tail, _linear(FEATURE_MIX_WIDTH, n_classes))
+    final_head = _add(tail, _linear(_W.feature_mix, n_classes))
     final = (cum[-1], final_head, 1)
     positions = G.exit_stages(arch)
     chosen = []
     next_cost = cum[-1][1] + final_head[1]
     for i in reversed(positions):
         backbone = cum[i + 1]
-        h, c = hs[i], STAGE_WIDTHS[i]  # the exit reads stage i's output map
+        h, c = hs[i], _W.stages[i]  # the exit reads stage i's output map
         pool = 1
         head = _head(c, h, pool, n_out)
         while backbone[1] + head[1] >= next_cost:
@@ -279,7 +269,7 @@ def exit_pool_sizes(arch: dict, resolution: int | None = None, n_classes: int = 
 def _count(arch: dict, n_classes: int, r: int) -> dict:
     if not G.has_exit_genes(arch):
         stem, stages, tail, _ = _stage_costs(arch, r)
-        total = _add(stem, *stages, tail, _linear(FEATURE_MIX_WIDTH, n_classes))
+        total = _add(stem, *stages, tail, _linear(_W.feature_mix, n_classes))
         return {"params": total[0] / 1e6, "macs": total[1] / 1e6, "activations": total[2] / 1e6}
     exits = _exits(arch, r, n_classes, None)
     backbone = [b for b, _, _ in exits]

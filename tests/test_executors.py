@@ -200,7 +200,8 @@ def test_unpicklable_fn_is_a_type_error():
         ex.map(lambda item, device: item, [1, 2])
 
 
-def test_progress_bar_counts(capsys):
+def test_progress_bar_counts(capsys, monkeypatch):
+    monkeypatch.setattr("cnas.progress.is_terminal", lambda stream: True)  # bars are drawn on terminals only
     with get_executor(progress=True) as ex:
         ex.map(work, ITEMS_WITH_FAILURE[:3])
     err = capsys.readouterr().err

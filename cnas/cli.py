@@ -1,5 +1,6 @@
-"""Command-line plumbing shared by the entry points: flags generated from the settings dataclasses (one home for
-each flag), boolean parsing, YAML/JSON config files, and the thin ``main`` wrapper.
+"""Command-line plumbing shared by the entry points: flags generated from the settings dataclasses (each flag's
+type, default and help text come from its field's declaration in :mod:`cnas.settings` style), boolean parsing,
+YAML/JSON config files, and the thin ``main`` wrapper. This is the only module that knows about ``--flags``.
 
 Flag names are the original's (``--n_epochs``, ``--sec_obj``, ...). Boolean flags accept ``--flag`` alone or
 ``--flag true|false`` (the original declared them ``type=bool``, so ``--adaptive False`` meant True).
@@ -44,28 +45,60 @@ def _base_type(tp: Any) -> Any:
     return tp
 
 
+def _part_of(cls: type, name: str) -> type:
+    """The class whose body first declared field ``name`` of ``cls`` (the part it comes from)."""
+    for klass in reversed(cls.__mro__):
+        if name in vars(klass).get("__annotations__", {}):
+            return klass
+    return cls
+
+
 def add_dataclass_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, *,
                        aliases: dict[str, list[str]] | None = None, skip: set[str] = frozenset(),
-                       help: dict[str, str] | None = None, rename: dict[str, str] | None = None) -> None:
-    """One ``--<field>`` flag per field of dataclass ``cls`` with its type; default ``None`` (meaning "not given",
-    so a config file or the dataclass default applies). ``rename`` maps a field to another flag name (its dest)."""
+                       help: dict[str, str] | None = None, rename: dict[str, str] | None = None,
+                       title: str | None = None) -> None:
+    """One ``--<field>`` flag per field of dataclass ``cls`` with its type and the help text of its declaration
+    (:func:`cnas.settings.setting`; ``help`` overrides it per field); default ``None`` (meaning "not given", so a
+    config file or the dataclass default applies). ``rename`` maps a field to another flag name (its dest).
+
+    On a parser, the fields of each part (:mod:`cnas.settings`) are listed under the part's title and ``cls``'s
+    own fields under ``title`` (or with the parser's options); on an argument group, all of them in that group."""
     hints = typing.get_type_hints(cls)
     aliases, help, rename = aliases or {}, help or {}, rename or {}
+    mro = cls.__mro__
+    by_title: dict[str | None, list] = {title: []}  # cls's own fields first, then each part's
     for f in dataclasses.fields(cls):
-        if f.name in skip:
+        if f.name not in skip:
+            part = _part_of(cls, f.name)
+            by_title.setdefault(vars(part).get("title") or title, []).append((mro.index(part), f))
+    for t, items in by_title.items():
+        if not items:
             continue
-        tp = _base_type(hints[f.name])
-        flag = rename.get(f.name, f.name)
-        names = [f"--{flag}"] + [f"--{a}" for a in aliases.get(f.name, [])]
-        default = f.default if f.default is not dataclasses.MISSING else None
-        text = help.get(f.name, "") + (f" (default: {default})" if default is not None else "")
-        if tp is bool:
-            parser.add_argument(*names, dest=flag, type=str2bool, nargs="?", const=True, default=None,
-                                metavar="BOOL", help=text)
-        elif tp in (int, float, str):
-            parser.add_argument(*names, dest=flag, type=tp, default=None, help=text)
+        if not isinstance(parser, argparse.ArgumentParser) or t is None:
+            target = parser
         else:
-            parser.add_argument(*names, dest=flag, default=None, help=text)
+            target = next((g for g in parser._action_groups if g.title == t), None) or parser.add_argument_group(t)
+        # within a part, the fields of the class that extends it first (the recipe's epochs before its momentum)
+        for _, f in sorted(items, key=lambda item: item[0]):
+            _add_flag(target, cls, f, hints[f.name], aliases, help, rename)
+
+
+def _add_flag(target, cls: type, f: dataclasses.Field, hint: Any, aliases: dict, help: dict, rename: dict) -> None:
+    from cnas.settings import help_of
+
+    tp = _base_type(hint)
+    flag = rename.get(f.name, f.name)
+    names = [f"--{flag}"] + [f"--{a}" for a in aliases.get(f.name, [])]
+    default = f.default if f.default is not dataclasses.MISSING else None
+    text = help.get(f.name) or help_of(cls, f.name)
+    text += f" (default: {default})" if default is not None else ""
+    if tp is bool:
+        target.add_argument(*names, dest=flag, type=str2bool, nargs="?", const=True, default=None, metavar="BOOL",
+                            help=text)
+    elif tp in (int, float, str):
+        target.add_argument(*names, dest=flag, type=tp, default=None, help=text)
+    else:
+        target.add_argument(*names, dest=flag, default=None, help=text)
 
 
 def given_fields(args: argparse.Namespace, cls: type, rename: dict[str, str] | None = None,

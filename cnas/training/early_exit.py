@@ -41,6 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cnas.models.early_exit import EENetwork, cumulative_confidence_exits, score_margin_exits
+from cnas.settings import NON_NEGATIVE, Bound, ConstraintSettings, ExitSettings, redefault, setting
 from cnas.training.trainer import TrainConfig, train
 
 EPS_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -48,21 +49,26 @@ ECE_BINS = 30
 
 
 @dataclass
-class EEConfig:
-    method: str = "bernulli"  # joint | bernulli
-    warmup_ee_epochs: int = 2
-    ee_epochs: int = 0
-    w_alpha: float = 1.0
-    w_beta: float = 1.0
-    w_gamma: float = 1.0
-    beta: float = 1.0  # weight of the prior (confidence calibration) term
-    mmax: float = 1e10  # MMACs budget for avg_macs (energy loss and repair)
-    top1min: float = 0.0  # minimum global accuracy (fraction) the repair may not go below
-    tune_epsilon: bool = False
-    support_set: bool = False
-    support_fraction: float = 0.1
-    freeze_backbone: bool = False  # joint: train the heads only (the backbone keeps its weights and BN statistics),
-    #                                and keep the last epoch
+class EEConfig(ExitSettings):
+    """Exit training and tuning of one network: the exit settings (:class:`cnas.settings.ExitSettings`) with the
+    method resolved and the MACs budget as a number, plus the loss's own constants."""
+
+    method: str = redefault(ExitSettings, "method", "bernulli")
+    mmax: float = redefault(ConstraintSettings, "mmax", 1e10)
+    top1min: float = redefault(ConstraintSettings, "top1min", 0.0)
+    beta: float = setting(1.0, help="weight of the prior (confidence calibration) term", check=NON_NEGATIVE)
+    support_fraction: float = setting(0.1, help="fraction of the training set held out as the support set",
+                                      check=Bound(lo=0, hi=1, lo_open=True, hi_open=True))
+    freeze_backbone: bool = setting(False, help="joint: train the heads only (the backbone keeps its weights and "
+                                                "BN statistics) and keep the last epoch")
+
+    @classmethod
+    def from_settings(cls, settings, **overrides) -> "EEConfig":
+        """The exit settings of ``settings`` (a :class:`cnas.evaluation.EvalSettings`) with its MACs budget as a
+        number (none: 1e10) and its ``top1min``; ``overrides`` (``method``, ``freeze_backbone``, ...) win."""
+        kw = {name: getattr(settings, name) for name in ExitSettings.__dataclass_fields__}
+        kw.update(mmax=settings.tiny_ml_kwargs()["mmax"], top1min=settings.top1min)
+        return cls(**{**kw, **overrides})
 
 
 def exit_costs(counts: dict) -> list[float]:

@@ -25,34 +25,6 @@ from cnas.errors import ConfigError, run_cli
 from cnas.training.progressive import SupernetConfig, train_supernet
 from cnas.training.trainer import TrainingDiverged
 
-HELP = {
-    "dataset": "digits (bundled), cifar10, cifar100, svhn, cinic10, imagenet, imagenette, tinyimagenet, folder",
-    "data": "local path of the dataset (nothing is downloaded)",
-    "n_classes": "class count; checked against the data",
-    "init": "start from these supernet weights, e.g. an official OFA checkpoint (its classifier is replaced "
-            "when the class count differs)",
-    "save": "output checkpoint (default: supernets/<dataset>.pth); <save>.state holds the resumable state",
-    "lr": "lower input resolution", "ur": "upper input resolution", "rstep": "resolution step",
-    "width_mult": "supernet width 1.0 or 1.2 (with --init: read from the file)",
-    "train_lr": "learning rate of the full-network phase",
-    "elastic_lr": "learning rate of the elastic phases",
-    "epochs_full": "epochs of the full network (0 with --init to go straight to shrinking)",
-    "epochs_kernel": "epochs of the elastic-kernel phase",
-    "epochs_depth": "epochs of each elastic-depth step (4,3 then 4,3,2)",
-    "epochs_expand": "epochs of each elastic-expansion step (6,4 then 6,4,3)",
-    "n_subnets": "sub-networks per step: largest, smallest and n_subnets - 2 random ones",
-    "kd_ratio": "weight of the distillation loss from the largest network (0: none)",
-    "kd_temperature": "distillation temperature",
-    "warmup_epochs": "linear warm-up of the full-network phase (from scratch only)",
-    "val_split": "fraction of the training set held out to measure the sub-networks",
-    "augment": "the dataset's default training augmentation",
-    "bn_images": "training images used to re-calibrate BatchNorm before measuring a sub-network",
-    "max_steps_per_epoch": "cap on the steps of every epoch (quick runs and tests)",
-    "eval_each_phase": "measure smallest/middle/largest after every phase (else only at the end)",
-    "device": "cpu, cuda or cuda:N",
-    "num_threads": "torch CPU threads",
-    "progress": "progress bars",
-}
 
 
 def parser() -> ArgumentParser:
@@ -61,7 +33,7 @@ def parser() -> ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="retrain even when --save holds a finished supernet (and discard a stale state file)")
     p.add_argument("--quiet", action="store_true", help="no progress bars and no per-phase lines")
-    add_dataclass_args(p, SupernetConfig, help=HELP)
+    add_dataclass_args(p, SupernetConfig, title="progressive shrinking")
     return p
 
 

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -56,6 +56,8 @@ import torch.nn.functional as F
 
 from cnas.errors import CheckpointError, ConfigError
 from cnas.fileio import atomic_torch_save, load_torch_file
+from cnas.settings import (NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, DataSettings, DeviceSettings,
+                           ResolutionSettings, SgdSettings, int_at_least, redefault, resume_settings, setting)
 from cnas.spaces import DEPTHS, EXPANSIONS, KERNELS, N_STAGES, get_space
 from cnas.training.trainer import TrainConfig, TrainingDiverged, evaluate, make_optimizer, make_scheduler
 
@@ -89,78 +91,58 @@ PHASES: tuple[Phase, ...] = (
 
 
 @dataclass
-class SupernetConfig:
-    """Settings of one supernet training (the flags of ``python -m cnas.supernet``).
+class SupernetConfig(DeviceSettings, SgdSettings, ResolutionSettings, DataSettings):
+    """Settings of one supernet training (the flags of ``python -m cnas.supernet``): data, resolutions, the SGD
+    recipe and device (parts of :mod:`cnas.settings`) plus the phases and distillation.
 
     ``lr``/``ur``/``rstep`` are RESOLUTIONS (the original's names); the learning rates are ``train_lr`` (full
     network) and ``elastic_lr`` (elastic phases). ``epochs_depth`` and ``epochs_expand`` are the epochs of EACH of
-    their two steps (depth 4,3 then 4,3,2; expansion 6,4 then 6,4,3). A phase with 0 epochs is skipped.
+    their two steps (depth 4,3 then 4,3,2; expansion 6,4 then 6,4,3). A phase with 0 epochs is skipped. Runtime
+    settings (``save``, ``eval_each_phase``, device, threads, progress) may differ between an interrupted run and
+    its resumption, and between a checkpoint and its re-use.
     """
 
-    dataset: str = "digits"
-    data: str | None = None
-    n_classes: int | None = None
-    init: str | None = None
-    save: str | None = None  # default: supernets/<dataset>.pth
-    lr: int = 32
-    ur: int = 32
-    rstep: int = 4
-    width_mult: float = 1.0
-    train_lr: float = 0.05
-    elastic_lr: float = 0.02
-    epochs_full: int = 3
-    epochs_kernel: int = 1
-    epochs_depth: int = 1
-    epochs_expand: int = 1
-    batch_size: int = 64
-    n_subnets: int = 3
-    kd_ratio: float = 1.0
-    kd_temperature: float = 1.0
-    label_smoothing: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 3e-5
-    warmup_epochs: float = 1.0
-    val_split: float = 0.2
-    augment: bool = True
-    bn_images: int = 2000
-    max_steps_per_epoch: int | None = None
-    eval_each_phase: bool = True
-    seed: int = 0
-    device: str = "cpu"
-    num_threads: int | None = None
-    progress: bool = True
-
-    #: settings that may change between an interrupted run and its resumption without changing the weights
-    RUNTIME = ("save", "eval_each_phase", "device", "num_threads", "progress")
+    weight_decay: float = redefault(SgdSettings, "weight_decay", 3e-5)
+    warmup_epochs: float = redefault(SgdSettings, "warmup_epochs", 1.0,
+                                     help="linear warm-up of the full-network phase (from scratch only)")
+    init: str | None = setting(None, help="start from these supernet weights, e.g. an official OFA checkpoint (its "
+                                          "classifier is replaced when the class count differs)")
+    save: str | None = setting(None, help="output checkpoint (default: supernets/<dataset>.pth); <save>.state "
+                                          "holds the resumable state", runtime=True)
+    width_mult: float = setting(1.0, help="supernet width 1.0 or 1.2 (with --init: read from the file)")
+    train_lr: float = setting(0.05, help="learning rate of the full-network phase", check=POSITIVE)
+    elastic_lr: float = setting(0.02, help="learning rate of the elastic phases", check=POSITIVE)
+    epochs_full: int = setting(3, help="epochs of the full network (0 with --init to go straight to shrinking)",
+                               check=NON_NEGATIVE_INT)
+    epochs_kernel: int = setting(1, help="epochs of the elastic-kernel phase", check=NON_NEGATIVE_INT)
+    epochs_depth: int = setting(1, help="epochs of each elastic-depth step (4,3 then 4,3,2)", check=NON_NEGATIVE_INT)
+    epochs_expand: int = setting(1, help="epochs of each elastic-expansion step (6,4 then 6,4,3)",
+                                 check=NON_NEGATIVE_INT)
+    n_subnets: int = setting(3, help="sub-networks per step: largest, smallest and n_subnets - 2 random ones",
+                             check=int_at_least(2))
+    kd_ratio: float = setting(1.0, help="weight of the distillation loss from the largest network (0: none)",
+                              check=NON_NEGATIVE)
+    kd_temperature: float = setting(1.0, help="distillation temperature", check=POSITIVE)
+    augment: bool = setting(True, help="the dataset's default training augmentation")
+    bn_images: int = setting(2000, help="training images used to re-calibrate BatchNorm before measuring a "
+                                        "sub-network", check=POSITIVE_INT)
+    max_steps_per_epoch: int | None = setting(None, help="cap on the steps of every epoch (quick runs and tests)",
+                                              check=POSITIVE_INT)
+    eval_each_phase: bool = setting(True, help="measure smallest/middle/largest after every phase (else only at "
+                                               "the end)", runtime=True)
+    seed: int = setting(0, help="seed of the sampled sub-networks, batch order and augmentation")
+    progress: bool = setting(True, help="progress bars", runtime=True)
 
     def validate(self) -> "SupernetConfig":
-        for name in ("epochs_full", "epochs_kernel", "epochs_depth", "epochs_expand"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ConfigError(f"--{name} must be a non-negative integer, got {v!r}")
+        super().validate()
         if sum(self.phase_epochs().values()) == 0:
             raise ConfigError("every phase has 0 epochs: give e.g. --epochs_full 3 --epochs_kernel 1")
         get_space("mobilenetv3", self.lr, self.ur, self.rstep)  # checks the resolution flags
-        for name in ("train_lr", "elastic_lr"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"--{name} must be positive, got {getattr(self, name)}")
-        for name, lo in (("batch_size", 1), ("bn_images", 1), ("n_subnets", 2)):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise ConfigError(f"--{name} must be an integer >= {lo}, got {v!r}")
-        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
-            raise ConfigError(f"--max_steps_per_epoch must be >= 1 (or not given), got {self.max_steps_per_epoch}")
-        if self.kd_ratio < 0 or not self.kd_temperature > 0:
-            raise ConfigError(f"--kd_ratio must be >= 0 and --kd_temperature > 0, got {self.kd_ratio} and "
-                              f"{self.kd_temperature}")
         if not 0 < self.val_split < 1:
             raise ConfigError(f"--val_split {self.val_split} must be in (0, 1): the subnets are measured on the "
                               "validation split (never on the test set)")
         if self.width_mult not in (1.0, 1.2):
             raise ConfigError(f"--width_mult must be 1.0 or 1.2 (the official OFA widths), got {self.width_mult}")
-        if self.n_classes is not None and self.n_classes < 1:
-            raise ConfigError(f"--n_classes must be positive, got {self.n_classes}")
-        TrainConfig(lr=self.train_lr, label_smoothing=self.label_smoothing).validate()
         return self
 
     def save_path(self) -> Path:
@@ -177,7 +159,7 @@ class SupernetConfig:
 
     def training_settings(self) -> dict:
         """The settings that determine the trained weights (compared on resume and on re-use of a checkpoint)."""
-        return {k: v for k, v in asdict(self).items() if k not in self.RUNTIME}
+        return resume_settings(self)
 
 
 @dataclass

@@ -3,7 +3,7 @@
     python -m cnas.search --sec_obj macs --search_space eemobilenetv3
     python -m cnas.search --resume results/run/iter_5.stats
 
-Search flags are :class:`cnas.engine.SearchConfig`'s; evaluation flags are :class:`cnas.evaluation.EvalSettings`'s
+Search flags are :class:`cnas.config.SearchConfig`'s; evaluation flags are :class:`cnas.evaluation.EvalSettings`'s
 (``--n_epochs`` for training epochs and ``--train_lr`` for the learning rate, since ``--lr``/``--ur`` are the
 lower/upper resolution as in the original). ``--config FILE.yaml`` holds any of them; flags override it. On
 ``--resume`` the run's own ``config.json`` is the base.
@@ -16,37 +16,14 @@ from pathlib import Path
 
 from cnas.cli import (ArgumentParser, add_dataclass_args, build_settings, given_fields, load_config_file,
                       split_config)
-from cnas.engine import LATER_SETTINGS, Search, SearchConfig
+from cnas.config import LATER_EVAL_SETTINGS, LATER_SETTINGS, SearchConfig
+from cnas.engine import Search
 from cnas.errors import ConfigError, StatsFileError, run_cli
 from cnas.evaluation import EvalSettings
 from cnas.fileio import read_json
 
 EVAL_RENAME = {"lr": "train_lr", "epochs": "n_epochs", "seed": "train_seed"}
 EVAL_SKIP = {"search_space", "resolution", "progress"}
-HELP = {
-    "save": "output folder of the run",
-    "first_obj": "top1 or top1_robust",
-    "sec_obj": "params, macs, activations, tiny_ml, avg_macs, top1_robust; several comma-separated names run a "
-               "search with three or more objectives; none: single-objective",
-    "iterations": "search iterations after the initial design",
-    "n_doe": "size of the initial design (smallest, largest and random archs)",
-    "n_iter": "archs evaluated per iteration",
-    "first_predictor": "surrogate of the first objective: rbf, gp, mlp, carts, as",
-    "sec_predictor": "surrogate of a predicted second objective (avg_macs, top1_robust); default: first_predictor",
-    "as_folds": "folds of adaptive switching's cross-validation (the original used 10)",
-    "lr": "lower input resolution", "ur": "upper input resolution", "rstep": "resolution step",
-    "patience": "stop after this many iterations without hypervolume gain (0: never)",
-    "as_criterion": "adaptive switching's choice: pooled (Kendall tau of all out-of-fold predictions together) or "
-                    "mean_std (the original's mean minus std of the per-fold taus)",
-    "pick": "how each iteration picks its n_iter candidates from the predicted front: gaps (the original's: even "
-              "gaps along the second objective) or hv (largest predicted hypervolume gain over the archive's front)",
-    "constraint_mode": "native (pymoo constraints, feasibility first) or penalty (the original's)",
-    "executor": "local or ray", "n_workers": "local worker processes (one torch thread each)",
-    "gpu_list": "GPU ids for local workers, e.g. '0 1 2 3'", "gpu": "GPUs per job (ray)",
-    "ray_address": "auto or HOST:PORT of a running Ray cluster (default: a local Ray instance)",
-    "timeout": "seconds per candidate evaluation before it counts as failed",
-    "train_lr": "training learning rate", "n_epochs": "training epochs per candidate",
-}
 
 
 def parser() -> ArgumentParser:
@@ -54,9 +31,8 @@ def parser() -> ArgumentParser:
     p.add_argument("--resume", default=None, help="<save>/iter_X.stats (or <save>/iter_X) to continue from")
     p.add_argument("--config", default=None, help="YAML file of settings; flags override it")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_dataclass_args(p.add_argument_group("search"), SearchConfig, help=HELP)
-    add_dataclass_args(p.add_argument_group("evaluation of each candidate"), EvalSettings, rename=EVAL_RENAME,
-                       skip=EVAL_SKIP, help=HELP)
+    add_dataclass_args(p, SearchConfig, title="search")
+    add_dataclass_args(p, EvalSettings, rename=EVAL_RENAME, skip=EVAL_SKIP, title="evaluation of each candidate")
     return p
 
 
@@ -71,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         if cfg_file.exists():
             rec = read_json(cfg_file, "config file", StatsFileError)
             base_s, base_e = rec.get("search", {}), rec.get("evaluation", {})
-            base_s = {**LATER_SETTINGS, **base_s}  # a run from before a setting existed had its old behaviour
+            # a run from before a setting existed had its old behaviour
+            base_s, base_e = {**LATER_SETTINGS, **base_s}, {**LATER_EVAL_SETTINGS, **base_e}
             base_s["save"] = str(stats.parent)
     file_cfg = load_config_file(args.config) if args.config else {}
     known = set(split_config(file_cfg, SearchConfig)) | set(split_config(file_cfg, EvalSettings, EVAL_RENAME)) \

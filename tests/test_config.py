@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from cnas.config import SearchConfig, settings_hash
+import pytest
+
+from cnas.config import LATER_EVAL_SETTINGS, LATER_SETTINGS, SearchConfig, settings_hash
 from cnas.evaluation import EvalSettings
 from cnas.training.early_exit import EEConfig
 from cnas.training.progressive import SupernetConfig
@@ -66,9 +68,105 @@ def test_runtime_settings_leave_the_hash_alone():
 
 
 def test_recorded_keys_and_defaults_are_unchanged():
+    """Settings added later (declared with ``earlier=``) add keys; every earlier key keeps its default."""
     assert asdict(SearchConfig()) == SEARCH_DEFAULTS
-    assert asdict(EvalSettings()) == EVAL_DEFAULTS
+    ev = asdict(EvalSettings())
+    assert {k: v for k, v in ev.items() if k not in LATER_EVAL_SETTINGS or k in EVAL_DEFAULTS} == EVAL_DEFAULTS
     assert asdict(TrainConfig()) == TRAIN_DEFAULTS
     assert asdict(EEConfig()) == EE_DEFAULTS
     assert asdict(SupernetConfig()) == {**SUPERNET_TRAINING, **SUPERNET_RUNTIME}
     assert SupernetConfig().training_settings() == SUPERNET_TRAINING
+
+
+def test_runtime_settings_are_declared_with_their_fields():
+    from cnas.settings import runtime_fields
+
+    assert runtime_fields(SearchConfig) == {"iterations", "patience", "executor", "n_workers", "gpu_list", "gpu",
+                                            "ray_address", "timeout", "plots", "progress", "save"}
+    assert runtime_fields(EvalSettings) == {"device", "num_threads", "progress", "num_workers"}
+    assert runtime_fields(SupernetConfig) == {"save", "eval_each_phase", "device", "num_threads", "progress"}
+    assert LATER_SETTINGS == {"pick": "gaps", "as_criterion": "mean_std"}
+    for name, earlier in LATER_EVAL_SETTINGS.items():  # a default evaluation behaves as before the setting existed
+        assert getattr(EvalSettings(), name) == earlier
+
+
+def test_settings_diff_names_what_differs():
+    from cnas.config import settings_diff
+
+    rec = {"search": asdict(SearchConfig()), "evaluation": asdict(EvalSettings())}
+    assert settings_diff(rec, SearchConfig(iterations=99, n_workers=4), EvalSettings(device="cuda")) \
+        == "settings hash differs"
+    assert settings_diff(rec, SearchConfig(n_iter=3), EvalSettings(batch_size=8)) == "n_iter: 8 -> 3; batch_size: 64 -> 8"
+    old = {"search": {k: v for k, v in rec["search"].items() if k not in LATER_SETTINGS}, "evaluation": rec["evaluation"]}
+    assert settings_diff(old, SearchConfig(as_criterion="mean_std"), EvalSettings()) == "settings hash differs"
+
+
+def test_every_setting_has_help():
+    from dataclasses import fields
+
+    from cnas.settings import help_of
+
+    for cls in (SearchConfig, EvalSettings, SupernetConfig, TrainConfig, EEConfig):
+        missing = [f.name for f in fields(cls) if not help_of(cls, f.name)]
+        assert not missing, (cls.__name__, missing)
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda: EvalSettings(epochs=-1), "--epochs must be a non-negative integer, got -1"),
+    (lambda: EvalSettings(warmup_ee_epochs=True), "--warmup_ee_epochs must be a non-negative integer"),
+    (lambda: EvalSettings(lr=float("nan")), "--lr must be positive, got nan"),
+    (lambda: EvalSettings(top1min=5), "--top1min must be in [0, 1]"),
+    (lambda: EvalSettings(method="early"), "--method must be joint or bernulli"),
+    (lambda: EvalSettings(optim="adam"), "--optim must be SGD or SAM"),
+    (lambda: EvalSettings(mmax=float("inf")), "--mmax must be positive"),
+    (lambda: TrainConfig(select="best"), "--select must be val_loss, val_acc or last"),
+    (lambda: SearchConfig(n_doe=1), "--n_doe must be an integer >= 2 (the smallest and largest arch), got 1"),
+    (lambda: SearchConfig(n_workers=0), "--n_workers must be a positive integer, got 0"),
+    (lambda: SearchConfig(patience=-2), "--patience must be a non-negative integer"),
+    (lambda: SearchConfig(pick="random"), "--pick must be gaps or hv"),
+    (lambda: SupernetConfig(epochs_full=-1), "--epochs_full must be a non-negative integer"),
+    (lambda: SupernetConfig(n_subnets=1), "--n_subnets must be an integer >= 2"),
+    (lambda: SupernetConfig(val_split=0.0), "--val_split 0.0 must be in (0, 1)"),
+    (lambda: SupernetConfig(kd_temperature=0.0), "--kd_temperature must be positive"),
+])
+def test_one_validator_for_every_part(make, needle):
+    from cnas.errors import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        make().validate()
+    assert needle in str(exc.value)
+
+
+def test_optional_settings_accept_none_and_parts_validate_once():
+    EvalSettings(supernet_path="x.pth", epochs=0, grad_clip=None, mmax=None, num_threads=None).validate()
+    SearchConfig(timeout=None, gpu=0.0).validate()
+    SupernetConfig(max_steps_per_epoch=None).validate()
+
+
+def _flags(parser) -> dict[str, str]:
+    return {s: a.help for a in parser._actions for s in a.option_strings}
+
+
+@pytest.mark.parametrize("module, classes, rename", [
+    ("cnas.supernet", [SupernetConfig], {}),
+    ("cnas.train", [EvalSettings], {}),
+    ("cnas.search", [SearchConfig, EvalSettings], {"lr": "train_lr", "epochs": "n_epochs", "seed": "train_seed"}),
+])
+def test_flags_come_from_the_declarations_with_their_help(module, classes, rename):
+    import importlib
+    from dataclasses import fields
+
+    from cnas.settings import help_of
+
+    mod = importlib.import_module(module)
+    flags = _flags(mod.parser())
+    skip = getattr(mod, "EVAL_SKIP", set())
+    for i, cls in enumerate(classes):
+        for f in fields(cls):
+            if i and f.name in skip:
+                continue
+            flag = "--" + (rename.get(f.name, f.name) if i else f.name)
+            assert flag in flags, (module, flag)
+            assert flags[flag] and flags[flag].split(" (default")[0], (module, flag)
+            if cls is not EvalSettings or module != "cnas.train":  # train.py still passes some texts of its own
+                assert flags[flag].startswith(help_of(cls, f.name)), (module, flag)

@@ -323,11 +323,8 @@ def train_early_exits(run: Run, log: Callable[[str], None] | None = None) -> Non
     if method == "bernulli" and "b" not in arch:
         raise ConfigError("--method bernulli needs binary exit heads (NACHOS 'b' archs, cbnmobilenetv3); "
                           "EDANAS 't' archs train with --method joint")
-    run.ee = EEConfig(method=method, warmup_ee_epochs=s.warmup_ee_epochs, ee_epochs=s.ee_epochs,
-                      w_alpha=s.w_alpha, w_beta=s.w_beta, w_gamma=s.w_gamma, mmax=s.tiny_ml_kwargs()["mmax"],
-                      top1min=s.top1min, tune_epsilon=s.tune_epsilon, support_set=s.support_set,
-                      # a backbone measured without training stays as it was measured
-                      freeze_backbone=run.init.kind != "random" and s.epochs == 0)
+    # a backbone measured without training stays as it was measured
+    run.ee = EEConfig.from_settings(s, method=method, freeze_backbone=run.init.kind != "random" and s.epochs == 0)
     if run.network is None:
         run.network = EENetwork(run.backbone, arch, run.n_classes, resolution=run.r).to(run.device)
     run.costs = exit_costs(complexity.count(arch, run.n_classes, run.r))

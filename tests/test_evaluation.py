@@ -24,6 +24,7 @@ def small(name="mobilenetv3", **extra):
     return arch
 
 
+@pytest.mark.slow
 def test_single_exit_stats_and_files(tmp_path):
     arch = small()
     stats = evaluate_arch(arch, EvalSettings(**FAST, save_ckpt=True), tmp_path, "net_0")
@@ -37,6 +38,7 @@ def test_single_exit_stats_and_files(tmp_path):
     assert ck["arch"] == arch and ck["n_classes"] == 10
 
 
+@pytest.mark.slow
 def test_same_seed_same_stats(tmp_path):
     arch = small()
     a = evaluate_arch(arch, EvalSettings(**FAST, seed=3))
@@ -45,6 +47,7 @@ def test_same_seed_same_stats(tmp_path):
     assert a == b
 
 
+@pytest.mark.slow
 def test_edanas_joint_exit_stats(tmp_path):
     arch = small("eemobilenetv3", t=[0.1, 1, 0.2, 1])
     stats = evaluate_arch(arch, EvalSettings(**FAST), tmp_path, "net_1")
@@ -57,6 +60,7 @@ def test_edanas_joint_exit_stats(tmp_path):
     assert set(stats["branch_scores"]) == {"0", "1", "2", "global"}
 
 
+@pytest.mark.slow
 def test_nachos_bernulli_with_tuning(tmp_path):
     arch = small("cbnmobilenetv3", b=[0, 1, 0, 1])
     settings = EvalSettings(**FAST, ee_epochs=1, tune_epsilon=True, support_set=True, mmax=5.0)
@@ -67,11 +71,13 @@ def test_nachos_bernulli_with_tuning(tmp_path):
     assert all(0.1 - 1e-9 <= e <= 0.9 + 1e-9 for e in stats["epsilon"][:-1])
 
 
+@pytest.mark.slow
 def test_bernulli_needs_binary_heads():
     with pytest.raises(ConfigError, match="bernulli"):
         evaluate_arch(small("eemobilenetv3", t=[0.1, 1, 1, 1]), EvalSettings(**FAST, method="bernulli"))
 
 
+@pytest.mark.slow
 def test_robustness_and_top1_robust():
     stats = evaluate_arch(small(), EvalSettings(**FAST, eval_robust=True, n_draws=2, sigma_min=0.1, sigma_max=0.1,
                                                 alpha_norm=2.0))
@@ -92,6 +98,7 @@ def run_cli(*args, cwd=None):
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_trains_an_arch_file(tmp_path):
     f = tmp_path / "net_4.subnet"
     f.write_text(json.dumps(small()))
@@ -137,6 +144,7 @@ def test_zero_epochs_needs_inherited_weights():
     EvalSettings(epochs=0, supernet_path="supernets/digits.pth").validate()
 
 
+@pytest.mark.slow
 def test_joint_exits_on_a_frozen_backbone_leave_it_unchanged(monkeypatch):
     import cnas.training.early_exit as early_exit
     from cnas.data import load_data

@@ -60,6 +60,7 @@ def without_seconds(d):
     return {k: v for k, v in d.items() if k != "seconds"}
 
 
+@pytest.mark.slow
 def test_finetune_writes_beside_the_search_files_and_resumes(pick, tmp_path, monkeypatch):
     a, b = tmp_path / "a", tmp_path / "b"
     shutil.copytree(pick, a)
@@ -104,6 +105,7 @@ def test_finetune_writes_beside_the_search_files_and_resumes(pick, tmp_path, mon
     assert cli("--model_path", b, *FAST[:-2], "--epochs", "3") == 2
 
 
+@pytest.mark.slow
 def test_early_exit_from_random_init_retunes_exits(tmp_path, capsys):
     arch = small("cbnmobilenetv3", b=[0, 1, 0, 1])
     folder = make_pick(tmp_path / "net-trade-off_1", arch, ckpt=False)

@@ -72,6 +72,7 @@ def test_phases_with_zero_epochs_are_skipped():
 
 
 # ------------------------------------------------------------------------------------------------ checkpoint
+@pytest.mark.slow
 def test_checkpoint_format_loads_with_meta(finished):
     res, lines = finished
     assert res.trained and res.path.exists()
@@ -92,6 +93,7 @@ def test_checkpoint_format_loads_with_meta(finished):
     assert sum(1 for line in lines if line.startswith("phase ")) == 3
 
 
+@pytest.mark.slow
 def test_evaluation_inherits_from_the_checkpoint(finished):
     from cnas.evaluation import EvalSettings, evaluate_arch
 
@@ -103,6 +105,7 @@ def test_evaluation_inherits_from_the_checkpoint(finished):
     assert 0.0 <= stats["top1"] <= 100.0
 
 
+@pytest.mark.slow
 def test_an_up_to_date_checkpoint_is_reused_and_other_settings_are_refused(finished):
     res, _ = finished
     cfg = SupernetConfig(save=str(res.path), **TINY)
@@ -118,6 +121,7 @@ class Stop(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, finished):
     res, _ = finished
     reference, _ = read_checkpoint(res.path)
@@ -149,6 +153,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, finishe
     assert not state.exists()
 
 
+@pytest.mark.slow
 def test_resume_with_other_settings_is_refused(tmp_path):
     cfg = tiny(tmp_path, eval_each_phase=False)
 
@@ -208,6 +213,7 @@ def test_cli_subprocess_bad_resolutions_exit_2(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("cnas.supernet: error:") and "--lr 64" in lines[0]
 
 
+@pytest.mark.slow
 def test_main_reuses_the_finished_checkpoint(finished, capsys):
     from cnas.supernet import main
 

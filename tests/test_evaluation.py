@@ -177,3 +177,53 @@ def test_joint_exits_on_a_frozen_backbone_leave_it_unchanged(monkeypatch):
     train_exits(model, loaders.train, loaders.val, TrainConfig(epochs=1), EEConfig(method="joint",
                 warmup_ee_epochs=1), costs)
     assert selected == ["last", "val_acc"]
+
+
+def test_net_checkpoint_roundtrip_and_refusals(tmp_path):
+    from cnas.errors import CheckpointError
+    from cnas.models import build_network
+    from cnas.models.checkpoint import load_net_checkpoint, save_net_checkpoint
+
+    arch = small("eemobilenetv3", t=[0.1, 1, 0.2, 1])
+    torch.manual_seed(0)
+    model = build_network(arch, 10, resolution=32)
+    model.thresholds = [0.3, 0.4, 1.0]
+    path = save_net_checkpoint(tmp_path / "ck.pth", model, arch, 10, 32, dataset="digits", mean=(0.1,) * 3,
+                               std=(0.2,) * 3, source="supernet")
+    ck = torch.load(path, weights_only=True)
+    assert {"state_dict", "arch", "n_classes", "resolution", "dataset", "thresholds", "mean", "std", "source"} == set(ck)
+    loaded, meta = load_net_checkpoint(path)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
+    assert loaded.thresholds == [0.3, 0.4, 1.0] and meta["source"] == "supernet" and meta["resolution"] == 32
+    assert "state_dict" not in meta
+    with pytest.raises(CheckpointError, match="another arch"):
+        load_net_checkpoint(path, arch=small("eemobilenetv3", t=[1, 0.1, 1, 1]))
+    with pytest.raises(CheckpointError, match="100 classes"):
+        load_net_checkpoint(path, n_classes=100)
+    with pytest.raises(CheckpointError, match="does not fit the network"):
+        load_net_checkpoint(path, build_network(small(), 10))
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="not a cnas network checkpoint"):
+        load_net_checkpoint(tmp_path / "other.pth")
+
+
+def test_checkpoint_initialisation_and_bn_recal_images(tmp_path, monkeypatch):
+    import cnas.data
+    from cnas.evaluation import Init, initialise, load_run_data, setup
+
+    arch = small()
+    evaluate_arch(arch, EvalSettings(**FAST, save_ckpt=True), tmp_path, "net")
+    saved = torch.load(tmp_path / "ckpt.pth", weights_only=True)["state_dict"]
+    sizes = []
+    real = cnas.data.subset_loader
+    monkeypatch.setattr(cnas.data, "subset_loader", lambda loader, n, **kw: sizes.append(n) or real(loader, n, **kw))
+    run = setup(arch, EvalSettings(**FAST, bn_recal_images=100))
+    load_run_data(run)
+    initialise(run, Init("checkpoint", str(tmp_path / "ckpt.pth"), label="ckpt.pth"))
+    assert all(torch.equal(v, saved[k]) for k, v in run.backbone.state_dict().items())
+    assert sizes == [100] and not run.init.inherited and run.init.describe() == "ckpt.pth"
+    assert EvalSettings().bn_recal_images == 512
+    with pytest.raises(ConfigError, match="bn_recal_images"):
+        EvalSettings(bn_recal_images=0).validate()
+    with pytest.raises(ConfigError, match="needs a file"):
+        Init("checkpoint")

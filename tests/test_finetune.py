@@ -141,3 +141,30 @@ def test_incompatible_checkpoint_is_one_line(pick, tmp_path, capsys):
     empty.mkdir()
     assert cli("--model_path", empty) == 2
     assert "without net.subnet" in capsys.readouterr().err
+
+
+def test_recipe_covers_the_training_fields_and_the_pick_gives_the_task(tmp_path):
+    from dataclasses import fields
+
+    from cnas.finetune import FINETUNE_RECIPE, RECIPE_KEYS
+    from cnas.training.trainer import TrainConfig
+
+    assert {f.name for f in fields(TrainConfig)} <= RECIPE_KEYS
+    folder = make_pick(tmp_path / "p", small(), ckpt=False)
+    rec = json.loads((folder / "pick.json").read_text())
+    rec["evaluation"].update(select="last", channels_last=True, bn_recal_images=512, lr=0.5, mmax=7.0,
+                             val_split=0.3)
+    (folder / "pick.json").write_text(json.dumps(rec))
+    s = finetune_settings(folder, {"epochs": 3})
+    assert (s.select, s.channels_last, s.bn_recal_images, s.lr) == ("val_loss", None, 2000, 0.1)  # the recipe's
+    assert (s.mmax, s.val_split, s.n_classes, s.epochs) == (7.0, 0.3, 10, 3)  # the task's, then the layer's
+    assert FINETUNE_RECIPE.bn_recal_images == 2000 and EvalSettings().bn_recal_images == 512
+
+
+def test_the_library_module_does_not_import_the_cli():
+    import subprocess
+    import sys
+
+    code = "import sys, cnas.finetune; assert 'cnas.cli' not in sys.modules, sorted(sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr

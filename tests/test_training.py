@@ -139,6 +139,15 @@ def test_resume_gives_the_uninterrupted_result(tmp_path):
         assert torch.allclose(a, b)
 
 
+def test_resuming_with_another_recipe_is_refused(tmp_path):
+    x, y = toy()
+    ck = tmp_path / "train_state.pth"
+    train(net(), Batches(x, y, 32), None, TrainConfig(epochs=1), checkpoint_path=str(ck))
+    with pytest.raises(ConfigError, match="other settings.*lr: 0.05 -> 0.1"):
+        train(net(), Batches(x, y, 32), None, TrainConfig(epochs=1, lr=0.1), checkpoint_path=str(ck))
+    train(net(), Batches(x, y, 32), None, TrainConfig(epochs=1, progress=True), checkpoint_path=str(ck))
+
+
 def test_corrupt_training_checkpoint_is_one_clear_error(tmp_path):
     ck = tmp_path / "train_state.pth"
     ck.write_bytes(b"not a torch file")

@@ -284,11 +284,11 @@ def load_net_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
         fits = "its arch"
     else:
         fits = "the network"
-    try:
-        model.load_state_dict(ck["state_dict"])
+    try:  # torch's strict loading (ofa's override renames keys and asserts on unknown ones)
+        nn.Module.load_state_dict(model, ck["state_dict"], strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint {path} does not fit {fits} ({first[:160]})") from None
+        why = " ".join(str(exc).split())
+        raise CheckpointError(f"checkpoint {path} does not fit {fits} ({why[:200]})") from None
     if hasattr(model, "thresholds") and ck.get("thresholds"):
         model.thresholds = [float(t) for t in ck["thresholds"]]
     return model, meta

@@ -45,10 +45,10 @@ class SearchConfig(ExecutorSettings, ResolutionSettings):
                           check=NON_NEGATIVE_INT)
     patience: int = setting(10, help="stop after this many iterations without hypervolume gain (0: never)",
                             runtime=True, check=NON_NEGATIVE_INT)
-    pick: str = setting("gaps", earlier="gaps", help="how each iteration picks its n_iter candidates from the predicted front: "
+    pick: str = setting("gaps", help="how each iteration picks its n_iter candidates from the predicted front: "
                                      "gaps (the original's: even gaps along the second objective) or hv (largest "
                                      "predicted hypervolume gain over the archive's front)",
-                        check=OneOf(("gaps", "hv")))
+                        check=OneOf(("gaps", "hv")), earlier="gaps")
     constraint_mode: str = setting("native", help="native (pymoo constraints, feasibility first) or penalty (the "
                                                   "original's)", check=OneOf(("native", "penalty")))
     seed: int = setting(0, help="seed of the sampling, the surrogates and the evolutionary search")

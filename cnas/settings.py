@@ -2,7 +2,9 @@
 
 Every setting is a dataclass field made by :func:`setting`: its default, its help text, whether it is a
 *runtime* setting (one that may change, e.g. on resume, without changing any result: device, threads, progress
-bars, workers, where the output goes) and the values it accepts (:class:`Bound`, :class:`OneOf`). The parts:
+bars, workers, where the output goes), the values it accepts (:class:`Bound`, :class:`OneOf`, checked by one
+validator, :func:`check_settings`) and, for a setting added after runs were recorded without it, the ``earlier``
+value that behaves as they did (so those runs still resume). The parts:
 
 * :class:`DataSettings`: dataset, path, classes, validation split, batch size;
 * :class:`SgdSettings`: momentum, weight decay, label smoothing, warm-up (the training recipe,
@@ -17,7 +19,7 @@ bars, workers, where the output goes) and the values it accepts (:class:`Bound`,
 :class:`cnas.evaluation.EvalSettings`, :class:`cnas.config.SearchConfig` and
 :class:`cnas.training.progressive.SupernetConfig` inherit the parts they need, so fields stay flat
 (``ev.mmax``, ``cfg.sec_obj``) and ``dataclasses.asdict`` records the same keys as always. :mod:`cnas.cli` turns
-the fields into command-line flags; nothing here knows about argparse.
+the fields into command-line flags (error messages here name a setting ``--<name>``, its flag's usual name).
 """
 
 from __future__ import annotations
@@ -318,6 +320,7 @@ class DeviceSettings(Settings):
 
 
 __all__ = ["Bound", "OneOf", "Spec", "Settings", "setting", "redefault", "spec_of", "help_of", "runtime_fields",
-           "result_settings", "resume_settings", "later_settings", "check_settings", "NON_NEGATIVE_INT", "POSITIVE_INT", "NON_NEGATIVE", "POSITIVE",
-           "FRACTION", "int_at_least", "DataSettings", "SgdSettings", "ResolutionSettings", "RobustnessSettings",
-           "ConstraintSettings", "ExitSettings", "ExecutorSettings", "DeviceSettings", "DATASETS"]
+           "result_settings", "resume_settings", "later_settings", "check_settings", "NON_NEGATIVE_INT",
+           "POSITIVE_INT", "NON_NEGATIVE", "POSITIVE", "FRACTION", "int_at_least", "DataSettings", "SgdSettings",
+           "ResolutionSettings", "RobustnessSettings", "ConstraintSettings", "ExitSettings", "ExecutorSettings",
+           "DeviceSettings", "DATASETS"]

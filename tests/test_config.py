@@ -96,8 +96,10 @@ def test_settings_diff_names_what_differs():
     rec = {"search": asdict(SearchConfig()), "evaluation": asdict(EvalSettings())}
     assert settings_diff(rec, SearchConfig(iterations=99, n_workers=4), EvalSettings(device="cuda")) \
         == "settings hash differs"
-    assert settings_diff(rec, SearchConfig(n_iter=3), EvalSettings(batch_size=8)) == "n_iter: 8 -> 3; batch_size: 64 -> 8"
-    old = {"search": {k: v for k, v in rec["search"].items() if k not in LATER_SETTINGS}, "evaluation": rec["evaluation"]}
+    assert settings_diff(rec, SearchConfig(n_iter=3), EvalSettings(batch_size=8)) \
+        == "n_iter: 8 -> 3; batch_size: 64 -> 8"
+    old = {"search": {k: v for k, v in rec["search"].items() if k not in LATER_SETTINGS},
+           "evaluation": rec["evaluation"]}
     assert settings_diff(old, SearchConfig(as_criterion="mean_std"), EvalSettings()) == "settings hash differs"
 
 

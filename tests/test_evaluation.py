@@ -207,6 +207,7 @@ def test_net_checkpoint_roundtrip_and_refusals(tmp_path):
         load_net_checkpoint(tmp_path / "other.pth")
 
 
+@pytest.mark.slow
 def test_checkpoint_initialisation_and_bn_recal_images(tmp_path, monkeypatch):
     import cnas.data
     from cnas.evaluation import Init, initialise, load_run_data, setup

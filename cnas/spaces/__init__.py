@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cnas.errors import ConfigError
 from cnas.spaces import geometry
-from cnas.spaces.geometry import EDANAS, NACHOS, PLAIN, space_of
+from cnas.spaces.geometry import EDANAS, NACHOS, PLAIN, arch_key, space_of
 from cnas.spaces.mobilenetv3 import (
     BRANCHES,
     DEPTHS,
@@ -49,7 +49,7 @@ def space_for_arch(arch: dict, lr: int | None = None, ur: int | None = None, rst
 
 
 __all__ = [
-    "SPACES", "get_space", "space_for_arch", "space_of", "geometry", "stage_layers", "exit_mask", "Arch",
+    "SPACES", "get_space", "space_for_arch", "space_of", "arch_key", "geometry", "stage_layers", "exit_mask", "Arch",
     "MobileNetV3Space", "EEMobileNetV3Space", "CBNMobileNetV3Space", "DEPTHS", "KERNELS", "EXPANSIONS", "THRESHOLDS", "BRANCHES", "N_STAGES", "N_EXITS",
     "MAX_DEPTH",
 ]

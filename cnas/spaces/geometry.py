@@ -82,6 +82,14 @@ DEFAULT_BINARY_THRESHOLD = 0.5
 Arch = dict[str, Any]
 
 
+def arch_key(arch: Mapping) -> str:
+    """The identity of a stored arch: its JSON text with sorted keys (canonical archs of the same network have
+    the same key; the archive, the objective cache and the initial design all compare archs by it)."""
+    import json
+
+    return json.dumps(arch, sort_keys=True)
+
+
 # ---------------------------------------------------------------- which space
 def space_of(arch: Mapping) -> str:
     """The name of the space ``arch`` belongs to, from its keys: ``t`` -> eemobilenetv3, ``b`` ->

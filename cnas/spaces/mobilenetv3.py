@@ -41,6 +41,7 @@ from cnas.spaces.geometry import (  # noqa: F401  (the gene values and arch help
     NACHOS,
     SPACE_OF_EXIT_KEY,
     THRESHOLDS,
+    arch_key,
     exit_mask,
     stage_layers,
 )
@@ -94,6 +95,13 @@ class MobileNetV3Space:
     @property
     def default_resolution(self) -> int:
         return self.resolutions[0]
+
+    def with_resolution(self, arch: Arch) -> Arch:
+        """``arch`` as it is stored and crosses files: with its ``r`` (the space's own when it has one fixed
+        resolution), keys sorted."""
+        if self.fixed_resolution:
+            arch = {**arch, "r": self.resolutions[0]}
+        return dict(sorted(arch.items()))
 
     def resolution(self, arch: Arch) -> int:
         """The input resolution of ``arch`` (its ``r``, or the space's fixed resolution)."""
@@ -282,9 +290,9 @@ class MobileNetV3Space:
         return design
 
     # ------------------------------------------------------------------ helpers
-    def key(self, arch: Arch) -> tuple:
-        """A hashable identity of a canonical arch: equal for the same network."""
-        return tuple(self.encode(arch).tolist())
+    def key(self, arch: Arch) -> str:
+        """The identity of ``arch``'s canonical form (:func:`cnas.spaces.geometry.arch_key`)."""
+        return arch_key(self.validate(arch))
 
     def exit_mask(self, arch: Arch) -> list[bool]:
         """Which of the 4 positions after stages 1..4 carry an exit (all False for the plain space)."""

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from _protocol import add_protocol_args, check_protocol
-from cnas.engine import Search, SearchConfig
+from cnas.config import SearchConfig
+from cnas.engine import Search
 from cnas.evaluation import EvalSettings, evaluate_arch
 from cnas.executors import TaskResult
 from cnas.problems import hypervolume, non_dominated

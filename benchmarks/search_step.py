@@ -17,7 +17,8 @@ import time
 import numpy as np
 
 from cnas.archive import Entry
-from cnas.engine import Search, SearchConfig
+from cnas.config import SearchConfig
+from cnas.engine import Search
 from cnas.evaluation import EvalSettings
 
 
@@ -49,11 +50,12 @@ def main() -> None:
             times = []
             for rep in range(args.repeats):
                 t0 = time.perf_counter()
-                predictors, _ = s.fit_predictors(rep)
+                entries = s.archive.entries
+                predictors, _ = s.proposer.fit(entries, rep)
                 t1 = time.perf_counter()
-                Xc, Fc, _ = s.propose(predictors, rep)
+                Xc, Fc, _ = s.proposer.optimize(entries, predictors, rep)
                 t2 = time.perf_counter()
-                s.pick(Xc, Fc, rep)
+                s.proposer.pick(Xc, Fc, entries, rep)
                 t3 = time.perf_counter()
                 times.append((t1 - t0, t2 - t1, t3 - t2))
             fit, opt, sel = np.median(np.asarray(times), axis=0)

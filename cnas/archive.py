@@ -1,4 +1,6 @@
-"""The archive of evaluated architectures and the on-disk formats of a search (one home for both).
+"""The archive of evaluated architectures and the run store: the one home of a search folder's layout, of the
+typed ``iter_X.stats`` schema (:class:`IterRecord`), of net folders, of resuming and of importing the original
+system's runs.
 
 Layout of a search folder (compatible with the original where it matters)::
 
@@ -17,6 +19,7 @@ Layout of a search folder (compatible with the original where it matters)::
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -25,8 +28,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from cnas.errors import StatsFileError
+from cnas.errors import ConfigError, StatsFileError
 from cnas.fileio import atomic_write_json, atomic_write_text, read_json
+from cnas.spaces.geometry import arch_key
 
 STATS_FORMAT = "cnas-iter-stats/1"
 _NET_RE = re.compile(r"^net_(\d+)$")
@@ -71,11 +75,7 @@ class Archive:
     def __len__(self) -> int:
         return len(self.entries)
 
-    @staticmethod
-    def key(arch: dict) -> str:
-        import json
-
-        return json.dumps(arch, sort_keys=True)
+    key = staticmethod(arch_key)
 
     def keys(self) -> set[str]:
         return {self.key(e.arch) for e in self.entries}
@@ -99,31 +99,99 @@ class Archive:
 
 
 # ---------------------------------------------------------------- iteration stats files
+@dataclass
+class IterRecord:
+    """One ``iter_X.stats``: the archive after iteration X and that iteration's record.
+
+    A file of the original system has only ``archive`` (and perhaps ``hv``/``alpha_norm``): it reads with
+    ``entries=None`` and the other fields empty."""
+
+    iteration: int
+    objectives: list[str]
+    archive: list[list]  # [[arch, f1, f2, ...], ...] in the objectives' order (the original's key)
+    entries: list[Entry] | None = None  # each archive member's arch, stats, iteration and folder
+    candidates: list[list] = field(default_factory=list)  # this iteration's archs with their measured values
+    surrogates: dict = field(default_factory=dict)  # predictor name, winner, n_train, rmse/rho/tau per objective
+    hv: float = 0.0
+    hv_history: list[float] = field(default_factory=list)
+    ref_point: list[float] | None = None
+    alpha_norm: float | None = None
+    n_feasible: int = 0
+    failed: list[Failure] = field(default_factory=list)
+    timing: dict = field(default_factory=dict)
+    settings_hash: str | None = None
+    rng_state: dict | None = None
+
+    def to_json(self) -> dict:
+        first = self.surrogates.get(self.objectives[0], {}) if self.objectives else {}
+        sec = self.surrogates.get(self.objectives[1], {}) if len(self.objectives) > 1 else {}
+        return {"format": STATS_FORMAT, "iteration": self.iteration, "objectives": self.objectives,
+                "archive": self.archive, "candidates": self.candidates, "first_surrogate": first,
+                "sec_surrogate": sec, "surrogates": self.surrogates, "hv": self.hv, "hv_history": self.hv_history,
+                "ref_point": self.ref_point, "alpha_norm": self.alpha_norm, "n_feasible": self.n_feasible,
+                "n_failed": len(self.failed), "failed": [f.to_json() for f in self.failed], "timing": self.timing,
+                "settings_hash": self.settings_hash, "rng_state": self.rng_state,
+                "entries": None if self.entries is None else [e.to_json() for e in self.entries]}
+
+    @classmethod
+    def from_json(cls, d: dict, path: Path, iteration: int) -> "IterRecord":
+        def bad(what: str) -> StatsFileError:
+            return StatsFileError(f"{path}: {what}; the file is damaged (resume from an earlier iter_X.stats)")
+
+        if not isinstance(d, dict) or "archive" not in d:
+            raise StatsFileError(f"{path} is not an iteration stats file (no 'archive' key)")
+        if not isinstance(d["archive"], list):
+            raise StatsFileError(f"{path}: 'archive' must be a list of [arch, f1, f2, ...]")
+        for i, row in enumerate(d["archive"]):
+            if not isinstance(row, list) or not row or not isinstance(row[0], dict):
+                raise StatsFileError(f"{path}: archive row {i} is not [arch, f1, ...]")
+        objectives = d.get("objectives") or []
+        if not isinstance(objectives, list) or not all(isinstance(o, str) for o in objectives):
+            raise bad("'objectives' is not a list of names")
+        rec = cls(int(d.get("iteration", iteration)) if isinstance(d.get("iteration", iteration), int) else iteration,
+                  objectives, d["archive"])
+        if isinstance(d.get("hv"), (int, float)):
+            rec.hv = float(d["hv"])
+        if isinstance(d.get("alpha_norm"), (int, float)):
+            rec.alpha_norm = float(d["alpha_norm"])
+        if d.get("entries") is None:
+            return rec
+        try:
+            rec.entries = [Entry.from_json(e) for e in d["entries"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StatsFileError(f"{path}: a malformed 'entries' item ({exc})") from None
+        rng, ref = d.get("rng_state"), d.get("ref_point")
+        if not (isinstance(rng, dict) and isinstance(rng.get("state"), dict) and "bit_generator" in rng):
+            raise bad("'rng_state' is missing or not a random generator state")
+        if not (isinstance(ref, list) and len(ref) == len(objectives)
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ref)):
+            raise bad(f"'ref_point' is not a list of {len(objectives)} numbers")
+        hist = d.get("hv_history", [rec.hv])
+        if not (isinstance(hist, list) and all(isinstance(v, (int, float)) for v in hist)):
+            raise bad("'hv_history' is not a list of numbers")
+        rec.rng_state, rec.ref_point, rec.hv_history = rng, [float(v) for v in ref], [float(v) for v in hist]
+        rec.candidates = d.get("candidates") or []
+        rec.surrogates = d.get("surrogates") or {}
+        rec.n_feasible = int(d.get("n_feasible") or 0)
+        rec.timing = d.get("timing") or {}
+        rec.settings_hash = d.get("settings_hash")
+        rec.failed = [Failure(f.get("arch", {}), int(f.get("iteration", iteration)), str(f.get("name", "")),
+                              str(f.get("error", ""))) for f in d.get("failed") or [] if isinstance(f, dict)]
+        return rec
+
+
 def iter_stats_path(save: str | Path, iteration: int) -> Path:
     return Path(save) / f"iter_{iteration}.stats"
 
 
-def write_iter_stats(save: str | Path, iteration: int, payload: dict) -> Path:
-    return atomic_write_json(iter_stats_path(save, iteration), {"format": STATS_FORMAT, **payload}, indent=1)
+def write_iter_stats(save: str | Path, record: IterRecord) -> Path:
+    return atomic_write_json(iter_stats_path(save, record.iteration), record.to_json(), indent=1)
 
 
-def read_iter_stats(path: str | Path) -> dict:
-    """A cnas ``iter_X.stats`` (all keys) or the original's (``archive`` only): one clear error otherwise."""
+def read_iter_stats(path: str | Path) -> IterRecord:
+    """A cnas ``iter_X.stats`` (all fields) or the original's (``archive`` only): one clear error otherwise."""
     p = Path(path)
-    d = read_json(p, "stats file", StatsFileError)
-    if not isinstance(d, dict) or "archive" not in d:
-        raise StatsFileError(f"{p} is not an iteration stats file (no 'archive' key)")
-    if not isinstance(d["archive"], list):
-        raise StatsFileError(f"{p}: 'archive' must be a list of [arch, f1, f2, ...]")
-    for i, row in enumerate(d["archive"]):
-        if not isinstance(row, list) or not row or not isinstance(row[0], dict):
-            raise StatsFileError(f"{p}: archive row {i} is not [arch, f1, ...]")
-    if "entries" in d:
-        try:
-            d["entries"] = [Entry.from_json(e) for e in d["entries"]]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StatsFileError(f"{p}: a malformed 'entries' item ({exc})") from None
-    return d
+    return IterRecord.from_json(read_json(p, "stats file", StatsFileError), p, iteration_of(p))
 
 
 def iteration_of(path: str | Path) -> int:
@@ -136,10 +204,55 @@ def iteration_of(path: str | Path) -> int:
     return int(m.group(1))
 
 
+@dataclass(frozen=True)
+class RunPath:
+    """Where a ``--resume``/``--expr`` argument points: the search folder, its ``iter_X.stats`` (None when only
+    net folders exist, as in a run of the original system given as ``<save>/iter_X``) and X (None: all)."""
+
+    save: Path
+    stats: Path | None
+    iteration: int | None
+
+
+def locate(expr: str | Path, flag: str = "--resume", folder_ok: bool = False) -> RunPath:
+    """Resolve ``<save>/iter_X.stats``, ``<save>/iter_X`` (the original's form) or, with ``folder_ok``, the
+    search folder itself (its latest ``iter_X.stats``, else all its net folders)."""
+    p = Path(expr)
+    if folder_ok and p.is_dir() and not _ITER_RE.match(p.name):
+        its = sorted((iteration_of(f), f) for f in p.glob("iter_*.stats") if _ITER_RE.match(f.stem))
+        if its:
+            return RunPath(p, its[-1][1], its[-1][0])
+        if any(p.glob("iter_*/net_*")):
+            return RunPath(p, None, None)
+        raise StatsFileError(f"{flag} {p}: no iter_X.stats and no iter_*/net_* folders in it")
+    if p.suffix != ".stats" and not p.is_file() and p.with_name(p.name + ".stats").is_file():
+        p = p.with_name(p.name + ".stats")
+    if not p.exists():
+        raise StatsFileError(f"{flag} {p}: no such file; give <save>/iter_X.stats (or <save>/iter_X)")
+    return RunPath(p.parent, p if p.is_file() else None, iteration_of(p))
+
+
 # ---------------------------------------------------------------- net folders (cnas's and the original's)
 def _num(p: Path, rx: re.Pattern) -> int | None:
     m = rx.match(p.name)
     return int(m.group(1)) if m else None
+
+
+def read_net_folder(folder: Path, name: str | None = None) -> tuple[dict | None, dict | None]:
+    """``(arch, stats)`` of ``folder/<name>.subnet`` and ``.stats`` (name: the folder's); None for a file that is
+    missing or unreadable."""
+    name = name or folder.name
+
+    def load(path: Path):
+        if not path.is_file():
+            return None
+        try:
+            v = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        return v if isinstance(v, dict) else None
+
+    return load(folder / f"{name}.subnet"), load(folder / f"{name}.stats")
 
 
 def scan_net_folders(save: str | Path, max_iteration: int | None = None) -> tuple[list[Entry], list[Failure]]:
@@ -147,8 +260,6 @@ def scan_net_folders(save: str | Path, max_iteration: int | None = None) -> tupl
     original system. Folders are visited in numeric (iteration, net) order and a duplicate arch keeps its latest
     evaluation (the original kept whichever the glob listed last). Nets without stats are returned as failures.
     """
-    import json
-
     save = Path(save)
     entries: dict[str, Entry] = {}
     failures: list[Failure] = []
@@ -161,20 +272,12 @@ def scan_net_folders(save: str | Path, max_iteration: int | None = None) -> tupl
             subnet = npath / f"{npath.name}.subnet"
             if not subnet.is_file():
                 continue
-            try:
-                arch = json.loads(subnet.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            arch, stats = read_net_folder(npath)
+            if arch is None:
                 failures.append(Failure({}, it, npath.name, f"unreadable arch file {subnet}"))
                 continue
-            stats_path = npath / f"{npath.name}.stats"
-            stats = None
-            if stats_path.is_file():
-                try:
-                    stats = json.loads(stats_path.read_text())
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    stats = None
-            if not isinstance(stats, dict):
-                failures.append(Failure(arch, it, npath.name, f"no readable stats file {stats_path}"))
+            if stats is None:
+                failures.append(Failure(arch, it, npath.name, f"no readable stats file {npath / npath.name}.stats"))
                 continue
             e = Entry(arch, stats, it, npath.name, f"{ipath.name}/{npath.name}")
             entries.pop(Archive.key(arch), None)
@@ -209,3 +312,67 @@ def entries_from_original_archive(rows: Iterable[list], objectives: list[str]) -
             stats[name] = v
         out.append(Entry(row[0], stats, -1, f"net_{i}", ""))
     return out
+
+
+# ---------------------------------------------------------------- the run store
+class RunStore:
+    """A search folder: its ``config.json``, ``iter_X.stats`` files, net folders and failures (see the module
+    docstring for the layout). Every file is written atomically; nothing is overwritten that a later read needs."""
+
+    def __init__(self, save: str | Path):
+        self.save = Path(save)
+
+    @property
+    def config_path(self) -> Path:
+        return self.save / "config.json"
+
+    @property
+    def plots(self) -> Path:
+        return self.save / "plots"
+
+    def iter_folder(self, iteration: int) -> Path:
+        return self.save / f"iter_{iteration}"
+
+    def holds_search(self) -> bool:
+        return self.save.exists() and (self.config_path.exists() or any(self.save.glob("iter_*")))
+
+    def start(self, config_record: dict) -> None:
+        """A new search: refuse a folder that already holds one, then write ``config.json``."""
+        if self.holds_search():
+            raise ConfigError(f"--save {self.save} already holds a search; resume it with --resume "
+                              f"{self.save}/iter_X.stats or choose another --save")
+        self.save.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.config_path, config_record)
+
+    def read_config(self) -> dict | None:
+        if not self.config_path.exists():
+            return None
+        rec = read_json(self.config_path, "config file", StatsFileError)
+        if not isinstance(rec, dict):
+            raise StatsFileError(f"{self.config_path} is not a cnas config record (a JSON object)")
+        return rec
+
+    def write_config(self, config_record: dict) -> None:
+        atomic_write_json(self.config_path, config_record)
+
+    def write(self, record: IterRecord) -> Path:
+        return write_iter_stats(self.save, record)
+
+    def finished(self, iteration: int, name: str, arch: dict) -> dict | None:
+        """The stats of a candidate that finished before an interruption (its folder holds the same arch and a
+        readable stats file), else None."""
+        got_arch, stats = read_net_folder(self.iter_folder(iteration) / name, name)
+        return stats if got_arch is not None and got_arch == arch and stats is not None else None
+
+    def record_failure(self, failure: Failure) -> Path:
+        return record_failure(self.save, failure)
+
+    def import_original(self, iteration: int, canonical) -> tuple[list[Entry], list[Failure]]:
+        """The archive of a run of the original system (net folders up to ``iteration``), each arch put in
+        cnas's canonical form by ``canonical(arch)``."""
+        entries, failures = scan_net_folders(self.save, iteration)
+        entries = [Entry(canonical(e.arch), e.stats, e.iteration, e.name, e.folder) for e in entries]
+        if not entries:
+            raise StatsFileError(f"no evaluated nets found under {self.save}/iter_*/net_*/ up to iteration "
+                                 f"{iteration}")
+        return entries, failures

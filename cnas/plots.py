@@ -7,6 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cnas.fileio import _atomic
+from cnas.objectives import OBJECTIVES
+from cnas.problems import non_dominated
+
 
 def plot_iteration(folder: Path, it: int, objectives: list[str], F_archive: np.ndarray, F_new: np.ndarray,
                    F_predicted: np.ndarray | None, hv_history: list[float]) -> list[Path]:
@@ -15,9 +19,6 @@ def plot_iteration(folder: Path, it: int, objectives: list[str], F_archive: np.n
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cnas.fileio import _atomic
-    from cnas.objectives import OBJECTIVES
-    from cnas.problems import non_dominated
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -30,8 +31,7 @@ def plot_iteration(folder: Path, it: int, objectives: list[str], F_archive: np.n
         written.append(path)
 
     def label(n):
-        unit = OBJECTIVES[n].unit
-        return f"{n} ({unit})" if unit else n
+        return OBJECTIVES[n].label()
 
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     if len(objectives) >= 2:

@@ -4,8 +4,8 @@
     python -m cnas.post_search --expr results/run/iter_30.stats -n 2 --prefer macs --n_exits 2
     python -m cnas.post_search --expr old_run/iter_10 --get_archive --n_classes 10     # a run of the original
 
-Selection (all objectives minimized, values from :meth:`cnas.engine.Search.F`, constraints from
-:meth:`cnas.engine.Search.feasible` with the run's ``config.json``):
+Selection (all objectives minimized; values and constraints from the run's objective set,
+:class:`cnas.objectives.ObjectiveSet`, built from its ``config.json``):
 
 * only feasible archs (``--include_infeasible`` to keep all), only those with ``--n_exits K`` exits if given,
   rows with a missing (non-finite) objective value are left out with a note;
@@ -64,7 +64,10 @@ import numpy as np
 from cnas import archive as arc
 from cnas.cli import ArgumentParser, str2bool
 from cnas.errors import ArchError, CheckpointError, ConfigError, StatsFileError, run_cli
-from cnas.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from cnas.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from cnas.objectives import OBJECTIVES, ObjectiveSet, parse_objectives
+from cnas.problems import non_dominated
+from cnas.spaces import exit_mask, get_space, space_of
 
 TRADE_OFF = "trade-off"
 DEFAULT_RADIUS = 0.125
@@ -78,114 +81,99 @@ class Run:
     """A search's archive with everything selection needs."""
 
     save: Path
-    search: object  # cnas.engine.Search (its F / feasible / objectives / n_classes)
+    oset: ObjectiveSet  # the run's objectives and constraints
+    space: object  # the run's search space
     entries: list[arc.Entry]
     source: str  # where the entries came from
     config: dict | None  # the run's config.json record (None for a run of the original system)
     notes: list[str]
+    search_space: str = "mobilenetv3"
+
+    @property
+    def objectives(self) -> list[str]:
+        return self.oset.names
+
+    @property
+    def n_classes(self) -> int:
+        return self.oset.n_classes
 
 
-def _resolve_expr(expr: str) -> tuple[Path, Path | None, int | None]:
-    """``(search folder, iter_X.stats path or None, X or None)`` of ``--expr``."""
-    p = Path(expr)
-    if p.is_dir() and not arc._ITER_RE.match(p.name):  # the search folder itself: its latest iteration
-        its = sorted((arc.iteration_of(f), f) for f in p.glob("iter_*.stats") if arc._ITER_RE.match(f.stem))
-        if its:
-            return p, its[-1][1], its[-1][0]
-        if any(p.glob("iter_*/net_*")):
-            return p, None, None
-        raise StatsFileError(f"--expr {p}: no iter_X.stats and no iter_*/net_* folders in it")
-    if p.suffix != ".stats" and not p.exists() and p.with_name(p.name + ".stats").is_file():
-        p = p.with_name(p.name + ".stats")
-    if not p.exists():
-        raise StatsFileError(f"--expr {p}: no such file; give <save>/iter_X.stats (or <save>/iter_X with "
-                             "--get_archive)")
-    it = arc.iteration_of(p)
-    return p.parent, (p if p.is_file() else None), it
-
-
-def _guess_space(archs: list[dict]) -> str:
-    if any("t" in a for a in archs):
-        return "eemobilenetv3"
-    if any("b" in a for a in archs):
-        return "cbnmobilenetv3"
-    return "mobilenetv3"
-
-
-def _make_search(config: dict | None, archs: list[dict], first_obj: str | None, sec_obj: str | None,
-                 n_classes: int | None, resolution: int):
-    """A :class:`cnas.engine.Search` (never run, no executor) whose objective machinery matches the run."""
-    from cnas.engine import Search, SearchConfig
+def _objective_set(config: dict | None, archs: list[dict], first_obj: str | None, sec_obj: str | None,
+                   n_classes: int | None, resolution: int):
+    """``(objective set, space, search space name)`` of the run, from its ``config.json`` (or, for a run of the
+    original system, top1 / macs on the space its archs belong to)."""
+    from cnas.config import SearchConfig  # these import torch: only when a run is loaded
+    from cnas.data import get_dataset_info
     from cnas.evaluation import EvalSettings
 
     if config is not None:
         names = {f.name for f in fields(SearchConfig)}
-        s = {k: v for k, v in (config.get("search") or {}).items() if k in names}
-        cfg = SearchConfig(**s)
+        cfg = SearchConfig(**{k: v for k, v in (config.get("search") or {}).items() if k in names})
         ev = EvalSettings.from_dict(dict(config.get("evaluation") or {}))
         if n_classes is not None:
             ev.n_classes = n_classes
     else:  # a run of the original system: defaults top1 / macs, n_classes from the flag
-        cfg = SearchConfig(search_space=_guess_space(archs), lr=resolution, ur=resolution, sec_obj="macs")
+        cfg = SearchConfig(search_space=space_of(archs[0]), lr=resolution, ur=resolution, sec_obj="macs")
         ev = EvalSettings(n_classes=n_classes or 10)
     if first_obj is not None:
         cfg.first_obj = first_obj
     if sec_obj is not None:
         cfg.sec_obj = None if sec_obj.strip().lower() in ("", "none") else sec_obj
-    cfg.plots, cfg.progress = False, False
-    return Search(cfg, ev, log=lambda m: None, executor=None)
+    cfg.validate()
+    space = get_space(cfg.search_space, cfg.lr, cfg.ur, cfg.rstep)
+    objectives = parse_objectives(cfg.first_obj, cfg.sec_obj, space.exit_key is not None)
+    ev.search_space = cfg.search_space
+    ev.validate()
+    n = ev.n_classes or get_dataset_info(ev.dataset).n_classes
+    if n is None:
+        raise ConfigError(f"the run's dataset {ev.dataset} needs --n_classes")
+    return ObjectiveSet.from_settings(objectives, ev, int(n), cfg.constraint_mode), space, cfg.search_space
 
 
 def load_run(expr: str, get_archive: bool = False, first_obj: str | None = None, sec_obj: str | None = None,
              n_classes: int | None = None, resolution: int = 32) -> Run:
     """Read a search (cnas's or the original's) for selection. See the module docstring."""
-    save, stats_path, it = _resolve_expr(expr)
-    cfg_path = save / "config.json"
-    config = read_json(cfg_path, "config file", StatsFileError) if cfg_path.is_file() else None
+    where = arc.locate(expr, "--expr", folder_ok=True)
+    save, it = where.save, where.iteration
+    config = arc.RunStore(save).read_config()
     notes: list[str] = []
-    data: dict = {}
-    if stats_path is not None and not get_archive:
-        data = arc.read_iter_stats(stats_path)
-    if get_archive or stats_path is None:
+    rec = None
+    if where.stats is not None and not get_archive:
+        rec = arc.read_iter_stats(where.stats)
+    if rec is None:
         entries, failures = arc.scan_net_folders(save, it)
         source = f"net folders {save}/iter_*/net_*" + (f" up to iteration {it}" if it is not None else "")
         if failures:
             notes.append(f"{len(failures)} net folder(s) without readable stats were left out")
-    elif "entries" in data:
-        entries, source = list(data["entries"]), str(stats_path)
-    else:  # the original's iter_X.stats: archive rows [arch, f1, f2]
-        entries, source = [], str(stats_path)
-    archs = [e.arch for e in entries] or [row[0] for row in data.get("archive", [])]
+    else:  # a cnas iter_X.stats has entries; the original's has archive rows [arch, f1, f2] only
+        entries, source = list(rec.entries or []), str(where.stats)
+    archs = [e.arch for e in entries] or [row[0] for row in (rec.archive if rec is not None else [])]
     if not archs:
         raise StatsFileError(f"the archive of {source} is empty: nothing to select")
-    search = _make_search(config, archs, first_obj, sec_obj, n_classes, resolution)
+    oset, space, space_name = _objective_set(config, archs, first_obj, sec_obj, n_classes, resolution)
     if not entries:
-        entries = arc.entries_from_original_archive(data["archive"], search.objectives)
+        entries = arc.entries_from_original_archive(rec.archive, oset.names)
         folders = {arc.Archive.key(e.arch): e for e in arc.scan_net_folders(save, it)[0]}
         for e in entries:  # find each row's net folder (and its full stats), as the original's glob did
             found = folders.get(arc.Archive.key(e.arch))
             if found is not None:
                 e.folder, e.iteration, e.name = found.folder, found.iteration, found.name
                 e.stats = {**found.stats, **e.stats}
-    for e in entries:
+    for e in entries:  # archs of the original system may lack r: the space's fixed one, else --resolution
         if "r" not in e.arch:
-            e.arch = search.with_r(e.arch) if search.fixed_r is not None else {**e.arch, "r": int(resolution)}
-            e.arch = dict(sorted(e.arch.items()))
-    if "alpha_norm" in data:
-        search.alpha_norm = float(data["alpha_norm"])
-    elif "top1_robust" in search.objectives:
-        search.archive.entries = list(entries)
-        search.update_alpha_norm()
+            e.arch = space.with_resolution(e.arch if space.fixed_resolution else {**e.arch, "r": int(resolution)})
+    if rec is not None and rec.alpha_norm is not None:
+        oset.alpha_norm = rec.alpha_norm
+    else:
+        oset.update_alpha_norm(entries)
     if config is None:
-        _note_recounts(search, entries, notes)
-    return Run(save, search, entries, source, config, notes)
+        _note_recounts(oset, entries, notes)
+    return Run(save, oset, space, entries, source, config, notes, space_name)
 
 
-def _note_recounts(search, entries: list[arc.Entry], notes: list[str]) -> None:
-    from cnas.problems import exact_values
-
+def _note_recounts(oset: ObjectiveSet, entries: list[arc.Entry], notes: list[str]) -> None:
     try:
-        vals = exact_values(["params", "macs"], [e.arch for e in entries], search.n_classes, search.tiny_ml_kw)
+        vals = oset.exact_values([e.arch for e in entries])
     except ArchError:
         return
     differ = 0
@@ -234,8 +222,6 @@ def select(F: np.ndarray, n: int, prefer: str, prefer_values: np.ndarray | None 
            radius: float = DEFAULT_RADIUS) -> tuple[list[int], np.ndarray]:
     """``(picked row indices in rank order, front indices)`` for candidate values ``F`` (see the module doc).
     ``prefer_values``: the preferred objective's values when ``prefer`` is not ``trade-off``."""
-    from cnas.problems import non_dominated
-
     F = np.asarray(F, float)
     if len(F) == 0:
         raise StatsFileError("no candidate archs are left to select from (see the notes above)")
@@ -262,22 +248,12 @@ def select(F: np.ndarray, n: int, prefer: str, prefer_values: np.ndarray | None 
 
 
 def _prefer_values(run: Run, prefer: str, entries: list[arc.Entry]) -> np.ndarray:
-    from cnas.objectives import OBJECTIVES
-    from cnas.problems import exact_values
-
-    s = run.search
-    if prefer in s.objectives:
-        return s.F(entries)[:, s.objectives.index(prefer)]
-    if OBJECTIVES[prefer].exact:
-        return exact_values([prefer], [e.arch for e in entries], s.n_classes, s.tiny_ml_kw)[prefer]
-    vals = s.entry_values(entries)
-    if prefer in vals:
-        return vals[prefer]
-    out = np.asarray([float(e.stats[prefer]) if isinstance(e.stats.get(prefer), (int, float)) else np.nan
-                      for e in entries])
+    if prefer in run.objectives:
+        return run.oset.F(entries)[:, run.objectives.index(prefer)]
+    out = run.oset.values(entries, extra=[prefer])[prefer]
     if not np.isfinite(out).any():
         raise ConfigError(f"--prefer {prefer}: no arch of this run has a measured {prefer}; "
-                          f"choose trade-off or one of {', '.join(s.objectives)}")
+                          f"choose trade-off or one of {', '.join(run.objectives)}")
     return out
 
 
@@ -297,20 +273,18 @@ def _write_pick(run: Run, entry: arc.Entry, dst: Path, values: dict, rank: int, 
     atomic_write_json(dst / "net.subnet", entry.arch, indent=None)
     evaluation = dict((run.config or {}).get("evaluation") or {}) or None
     if evaluation is not None:
-        evaluation.setdefault("n_classes", run.search.n_classes)
+        evaluation.setdefault("n_classes", run.n_classes)
     record = {"arch": entry.arch, "rank": rank, "prefer": prefer, "values": values,
               "source": {"search": str(run.save.resolve()), "folder": entry.folder or None,
                          "iteration": entry.iteration, "name": entry.name},
-              "n_classes": run.search.n_classes, "evaluation": evaluation}
+              "n_classes": run.n_classes, "evaluation": evaluation}
     if supernet is not None and not (dst / "ckpt.pth").exists():
-        from cnas.fileio import atomic_torch_save
         from cnas.models import build_network
+        from cnas.models.checkpoint import save_net_checkpoint
 
-        model = build_network(entry.arch, run.search.n_classes, supernet=supernet(), resolution=entry.arch["r"])
-        atomic_torch_save(dst / INHERITED, {
-            "state_dict": model.state_dict(), "arch": entry.arch, "n_classes": run.search.n_classes,
-            "resolution": entry.arch["r"], "dataset": (evaluation or {}).get("dataset"),
-            "thresholds": list(getattr(model, "thresholds", [])), "source": "supernet"})
+        model = build_network(entry.arch, run.n_classes, supernet=supernet(), resolution=entry.arch["r"])
+        save_net_checkpoint(dst / INHERITED, model, entry.arch, run.n_classes, entry.arch["r"],
+                            dataset=(evaluation or {}).get("dataset"), source="supernet")
         record["inherited"] = INHERITED
     atomic_write_json(dst / PICK_FILE, record)
     return record
@@ -331,10 +305,8 @@ def _plot(path: Path, objectives: list[str], F_all: np.ndarray, ok: np.ndarray, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cnas.objectives import OBJECTIVES
-
     def label(n):
-        return f"{n} ({OBJECTIVES[n].unit})" if OBJECTIVES[n].unit else n
+        return OBJECTIVES[n].label()
 
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     if len(objectives) >= 2:
@@ -397,9 +369,6 @@ def parser() -> ArgumentParser:
 
 
 def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> int:
-    from cnas.objectives import OBJECTIVES
-    from cnas.spaces import exit_mask
-
     args = parser().parse_args(argv)
     if args.n < 1:
         raise ConfigError(f"-n must be at least 1, got {args.n}")
@@ -408,7 +377,7 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> i
     if not args.radius > 0:
         raise ConfigError(f"--radius must be positive, got {args.radius}")
     run = load_run(args.expr, args.get_archive, args.first_obj, args.sec_obj, args.n_classes, args.resolution)
-    search, objectives = run.search, run.search.objectives
+    oset, objectives = run.oset, run.objectives
     prefer = args.prefer
     if len(objectives) < 2:
         if prefer not in (TRADE_OFF, objectives[0]):
@@ -416,19 +385,19 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> i
                               f"--sec_obj {prefer} to pick along a front, or leave --prefer out")
         prefer = objectives[0]
     entries = run.entries
-    F_all = search.F(entries)
+    F_all = oset.F(entries)
     keep = np.all(np.isfinite(F_all), axis=1)
     if (~keep).any():
         run.notes.append(f"{int((~keep).sum())} arch(s) without a value for every objective were left out")
     if not args.include_infeasible:
-        feas = search.feasible(entries)
+        feas = oset.feasible(entries)
         if (keep & ~feas).any():
             run.notes.append(f"{int((keep & ~feas).sum())} infeasible arch(s) were left out "
                              "(--include_infeasible keeps them)")
         keep &= feas
     if args.n_exits is not None:
-        if search.space.exit_key is None:
-            raise ConfigError(f"--n_exits needs an early-exit run; this one searched {search.cfg.search_space}")
+        if run.space.exit_key is None:
+            raise ConfigError(f"--n_exits needs an early-exit run; this one searched {run.search_space}")
         if not 0 <= args.n_exits <= 4:
             raise ConfigError(f"--n_exits must be in 0..4 (intermediate exits), got {args.n_exits}")
         n_ex = np.asarray([sum(exit_mask(e.arch)) for e in entries])
@@ -456,7 +425,7 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> i
 
         def supernet():
             if "net" not in cache:
-                cache["net"] = load_supernet(args.supernet_path, search.n_classes)
+                cache["net"] = load_supernet(args.supernet_path, run.n_classes)
             return cache["net"]
 
     mu = None

@@ -14,7 +14,7 @@ the original: no constraints, ``tiny_ml``'s static penalty, and for avg_macs the
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 from pymoo.core.duplicate import ElementwiseDuplicateElimination
@@ -23,8 +23,7 @@ from pymoo.core.repair import Repair
 from pymoo.indicators.hv import HV
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
-from cnas import complexity
-from cnas.objectives import OBJECTIVES
+from cnas.objectives import ObjectiveSet
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -48,43 +47,25 @@ class SameArch(ElementwiseDuplicateElimination):
         return np.array_equal(a.X, b.X)
 
 
-def exact_values(names: Sequence[str], archs: Sequence[dict], n_classes: int, tiny_ml_kw: dict) -> dict[str, np.ndarray]:
-    """Closed-form values of the exact objectives ``names`` for ``archs`` (archs carry their ``r``)."""
-    counts = complexity.count_many(archs, n_classes)
-    out = {}
-    for key in ("params", "macs", "activations"):
-        out[key] = np.fromiter((c[key] for c in counts), float, len(counts))
-    if "tiny_ml" in names:
-        out["tiny_ml"] = np.atleast_1d(complexity.tiny_ml(out["params"], out["macs"], out["activations"], **tiny_ml_kw))
-    return {k: v for k, v in out.items() if k in names or k in ("params", "macs", "activations")}
-
-
 class SurrogateProblem(Problem):
-    """Minimize ``objectives`` over the space's integer encodings; predicted objectives via ``predictors``."""
+    """Minimize the objective set's objectives over the space's integer encodings: exact objectives counted, the
+    others from ``predictors`` (name -> predict(X)); the set's constraints as pymoo's ``G``."""
 
-    def __init__(self, space, objectives: Sequence[str], predictors: dict[str, Predict], n_classes: int,
-                 fixed_r: int | None, tiny_ml_kw: dict, limits: dict[str, float] | None = None,
-                 constraint_mode: str = "native", penalty: float = 1e10):
-        self.space, self.objectives = space, list(objectives)
-        self.predictors, self.n_classes, self.fixed_r = predictors, n_classes, fixed_r
-        self.tiny_ml_kw, self.limits = tiny_ml_kw, dict(limits or {})
-        self.constraint_mode, self.penalty = constraint_mode, penalty
-        self.constraint_names = list(self.limits) if constraint_mode == "native" else []
+    def __init__(self, space, objectives: ObjectiveSet, predictors: dict[str, Predict]):
+        self.space, self.oset, self.predictors = space, objectives, predictors
+        self.objectives = objectives.names
         self.last_phi: float | None = None
-        super().__init__(n_var=space.n_var, n_obj=len(self.objectives), n_ieq_constr=len(self.constraint_names),
+        n_constr = 0 if objectives.penalty_mode else len(objectives.constraints)
+        super().__init__(n_var=space.n_var, n_obj=len(self.objectives), n_ieq_constr=n_constr,
                          xl=space.xl.astype(float), xu=space.xu.astype(float), vtype=int)
 
     def archs(self, X: np.ndarray) -> list[dict]:
-        archs = self.space.decode_many(X)
-        if self.fixed_r is not None:
-            for a in archs:
-                a["r"] = self.fixed_r
-        return archs
+        return [self.space.with_resolution(a) for a in self.space.decode_many(X)]
 
     def values(self, X: np.ndarray) -> dict[str, np.ndarray]:
         """Every value the objectives and constraints need, for canonical integer rows ``X``."""
         X = np.asarray(X, dtype=np.int64)
-        vals = exact_values(self.objectives, self.archs(X), self.n_classes, self.tiny_ml_kw)
+        vals = self.oset.exact_values(self.archs(X))
         for name, predict in self.predictors.items():
             vals[name] = np.asarray(predict(X), dtype=float).reshape(-1)
         return vals
@@ -92,50 +73,17 @@ class SurrogateProblem(Problem):
     def _evaluate(self, X, out, *args, **kwargs):
         X = self.space.repair(np.clip(np.rint(X), self.space.xl, self.space.xu).astype(np.int64))
         vals = self.values(X)
-        F = np.column_stack([vals[n] for n in self.objectives])
-        if self.constraint_mode == "penalty" and "avg_macs" in self.objectives and "macs" in self.limits:
+        F = self.oset.F_of(vals)
+        mmax = self.oset.limit("macs")
+        if self.oset.penalty_mode and "avg_macs" in self.objectives and mmax is not None:
             j = self.objectives.index("avg_macs")
-            c, mmax = F[:, j], self.limits["macs"]
+            c = F[:, j]
             phi = float(np.mean(c <= mmax))
-            F[:, j] = phi * c + (1 - phi) * np.maximum(0.0, c - mmax) * self.penalty
+            F[:, j] = phi * c + (1 - phi) * np.maximum(0.0, c - mmax) * self.oset.tiny_ml_kw["penalty"]
             self.last_phi = phi
         out["F"] = F
-        if self.constraint_names:
-            out["G"] = np.column_stack([self._g(name, vals) for name in self.constraint_names])
-
-    def _g(self, name: str, vals: dict[str, np.ndarray]) -> np.ndarray:
-        limit = self.limits[name]
-        if name == "top1":  # accuracy >= top1min (a fraction)  <=>  error <= 100 (1 - top1min)
-            return vals["top1"] - 100.0 * (1.0 - limit)
-        key = "avg_macs" if name == "macs" and "avg_macs" in vals else name
-        return vals[key] - limit
-
-
-def constraint_limits(pmax, mmax, amax, top1min) -> dict[str, float]:
-    """Which native constraints are on: only the limits the user gave (mmax >= 1e10 means none)."""
-    out = {}
-    if pmax is not None:
-        out["params"] = float(pmax)
-    if mmax is not None and mmax < 1e10:
-        out["macs"] = float(mmax)
-    if amax is not None:
-        out["activations"] = float(amax)
-    if top1min:
-        out["top1"] = float(top1min)
-    return out
-
-
-def feasible_mask(values: dict[str, np.ndarray], limits: dict[str, float]) -> np.ndarray:
-    """Feasibility of measured values under the native limits."""
-    n = len(next(iter(values.values()))) if values else 0
-    ok = np.ones(n, dtype=bool)
-    for name, limit in limits.items():
-        if name == "top1":
-            ok &= values["top1"] <= 100.0 * (1.0 - limit)
-        else:
-            key = "avg_macs" if name == "macs" and "avg_macs" in values else name
-            ok &= values[key] <= limit
-    return ok
+        if self.n_ieq_constr:
+            out["G"] = self.oset.G_of(vals)
 
 
 def non_dominated(F: np.ndarray) -> np.ndarray:
@@ -239,6 +187,3 @@ def _greedy_hv_subset(F_cand: np.ndarray, F_front: np.ndarray, k: int) -> np.nda
         base.append(C[best])
     return np.asarray(sorted(chosen))
 
-
-def objective_units(names: Sequence[str]) -> list[str]:
-    return [OBJECTIVES[n].unit for n in names]

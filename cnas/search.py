@@ -12,15 +12,15 @@ lower/upper resolution as in the original). ``--config FILE.yaml`` holds any of 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from cnas.cli import (ArgumentParser, add_dataclass_args, build_settings, given_fields, load_config_file,
-                      split_config)
+from cnas import archive as arc
+from cnas.cli import ArgumentParser, add_dataclass_args, build_settings, given_fields, load_config_file, split_config
 from cnas.config import LATER_EVAL_SETTINGS, LATER_SETTINGS, SearchConfig
 from cnas.engine import Search
-from cnas.errors import ConfigError, StatsFileError, run_cli
+from cnas.errors import ConfigError, run_cli
 from cnas.evaluation import EvalSettings
-from cnas.fileio import read_json
+from cnas.fileio import atomic_write_text
+from cnas.problems import non_dominated
 
 EVAL_RENAME = {"lr": "train_lr", "epochs": "n_epochs", "seed": "train_seed"}
 EVAL_SKIP = {"search_space", "resolution", "progress"}
@@ -40,16 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     base_s, base_e = {}, {}
     if args.resume:
-        stats = Path(args.resume)
-        cfg_file = stats.parent / "config.json"
-        if not stats.exists() and not Path(str(stats) + ".stats").exists() and not stats.is_dir():
-            raise StatsFileError(f"--resume {stats}: no such stats file")
-        if cfg_file.exists():
-            rec = read_json(cfg_file, "config file", StatsFileError)
+        where = arc.locate(args.resume, "--resume")
+        rec = arc.RunStore(where.save).read_config()
+        if rec is not None:
             base_s, base_e = rec.get("search", {}), rec.get("evaluation", {})
             # a run from before a setting existed had its old behaviour
             base_s, base_e = {**LATER_SETTINGS, **base_s}, {**LATER_EVAL_SETTINGS, **base_e}
-            base_s["save"] = str(stats.parent)
+            base_s["save"] = str(where.save)
     file_cfg = load_config_file(args.config) if args.config else {}
     known = set(split_config(file_cfg, SearchConfig)) | set(split_config(file_cfg, EvalSettings, EVAL_RENAME)) \
         | set(EVAL_RENAME.values())
@@ -71,9 +68,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summary(search: Search, archive) -> None:
-    from cnas.fileio import atomic_write_text
-    from cnas.problems import non_dominated
-
     F = search.F(archive.entries)
     feas = search.feasible(archive.entries)
     nd = [i for i in non_dominated(F) if feas[i]] if len(F) else []

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from cnas.errors import ConfigError
+from cnas.objectives import robust_value
 from cnas.training.trainer import evaluate
 
 
@@ -53,5 +54,6 @@ def weight_robustness(model: nn.Module, loader, sigmas: list[float], n_draws: in
 
 
 def top1_robust(top1_err: float, robustness: float, alpha: float = 0.5, alpha_norm: float = 1.0) -> float:
-    """``round(alpha * top1_err + alpha_norm * (1 - alpha) * robustness, 2)`` (both in %)."""
-    return round(alpha * top1_err + alpha_norm * (1 - alpha) * robustness, 2)
+    """FlatNAS ``top1_robust`` of one net as its stats record it (:func:`cnas.objectives.robust_value`, rounded
+    to 2 decimals; both inputs in %)."""
+    return round(robust_value(top1_err, robustness, alpha, alpha_norm), 2)

@@ -36,10 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cnas.errors import StatsFileError, UsageError, run_cli  # noqa: E402
 from cnas.fileio import read_json  # noqa: E402
 from cnas.spaces import EXPANSIONS, KERNELS, get_space, space_for_arch  # noqa: E402
+from cnas.spaces.geometry import stage_widths  # noqa: E402
 from cnas.surrogates import PREDICTORS, get_predictor, rank_quality  # noqa: E402
 
 SPACE = get_space("mobilenetv3", 128, 224, 4)
-STAGE_WIDTH = np.array([24, 40, 80, 112, 160], dtype=float)  # OFA MobileNetV3 stage output widths
+STAGE_WIDTH = np.array(stage_widths(), dtype=float)  # OFA MobileNetV3 stage output widths
 TASKS = ("linear_sine", "additive", "capacity")
 
 

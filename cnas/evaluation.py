@@ -28,6 +28,7 @@ from cnas.fileio import atomic_write_json
 from cnas.settings import (NON_NEGATIVE_INT, POSITIVE_INT, ConstraintSettings, DataSettings, DeviceSettings,
                            ExitSettings, RobustnessSettings, setting)
 from cnas.spaces import exit_mask, get_space, space_for_arch
+from cnas.spaces.geometry import binary_heads
 from cnas.training.trainer import TrainConfig, TrainResult, evaluate, train, use_channels_last
 
 STATS_DECIMALS = 2
@@ -319,7 +320,7 @@ def train_early_exits(run: Run, log: Callable[[str], None] | None = None) -> Non
     from cnas.training.early_exit import EEConfig, exit_costs, train_exits
 
     s, arch = run.settings, run.arch
-    method = s.method or ("bernulli" if "b" in arch else "joint")
+    method = s.method or ("bernulli" if binary_heads(arch) else "joint")
     if method == "bernulli" and "b" not in arch:
         raise ConfigError("--method bernulli needs binary exit heads (NACHOS 'b' archs, cbnmobilenetv3); "
                           "EDANAS 't' archs train with --method joint")

@@ -39,7 +39,8 @@ import torch.nn.functional as F
 
 from cnas.cli import ArgumentParser
 from cnas.errors import CheckpointError, ConfigError, run_cli
-from cnas.fileio import atomic_write_bytes, atomic_write_json, load_torch_file
+from cnas.fileio import atomic_write_bytes, atomic_write_json
+from cnas.models.checkpoint import load_net_checkpoint
 from cnas.spaces.geometry import INPUT_CHANNELS
 
 FORMATS = ("torchscript", "onnx")
@@ -60,30 +61,11 @@ def find_checkpoint(folder: str | Path, checkpoint: str | Path | None = None) ->
 
 
 def load_network(path: str | Path) -> tuple[nn.Module, dict]:
-    """The network of a cnas checkpoint (``{"state_dict", "arch", "n_classes", "resolution", "thresholds"}``) in
-    eval mode, and the checkpoint's metadata."""
-    from cnas.models import build_network
-
-    path = Path(path)
-    ck = load_torch_file(path, what="checkpoint")
-    if not isinstance(ck, dict) or not {"state_dict", "arch", "n_classes"} <= set(ck):
-        raise CheckpointError(f"checkpoint {path} is not a cnas network checkpoint (needs state_dict, arch, "
-                              "n_classes)")
-    arch, n_classes = ck["arch"], int(ck["n_classes"])
-    r = int(ck.get("resolution") or arch.get("r") or 0)
-    if r < 1:
-        raise CheckpointError(f"checkpoint {path} has no resolution")
-    model = build_network(arch, n_classes, resolution=r)
-    try:
-        model.load_state_dict(ck["state_dict"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {path} does not fit its arch "
-                              f"({str(exc).strip().splitlines()[0][:160]})") from None
-    if hasattr(model, "thresholds") and ck.get("thresholds"):
-        model.thresholds = [float(t) for t in ck["thresholds"]]
+    """The network of a cnas checkpoint (:func:`cnas.models.checkpoint.load_net_checkpoint`) in eval mode, and
+    the checkpoint's metadata that export uses."""
+    model, ck = load_net_checkpoint(path)
     model.eval()
     meta = {k: ck.get(k) for k in ("arch", "n_classes", "resolution", "dataset", "thresholds", "mean", "std")}
-    meta["resolution"] = r
     return model, meta
 
 

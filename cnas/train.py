@@ -24,21 +24,6 @@ ALIASES = {
     "batch_size": ["trn_batch_size"],
     "weight_decay": ["wd"],
 }
-HELP = {
-    "dataset": "digits (bundled), cifar10, cifar100, svhn, cinic10, imagenet, imagenette, tinyimagenet, folder",
-    "data": "local path of the dataset (nothing is downloaded)",
-    "n_classes": "class count; checked against the data",
-    "search_space": "mobilenetv3 | eemobilenetv3 | cbnmobilenetv3 (default: guessed from the arch's keys)",
-    "resolution": "input resolution when the arch has no 'r'",
-    "val_split": "fraction of the training set held out for validation (never the test set)",
-    "optim": "SGD or SAM (ASAM with --adaptive)",
-    "supernet_path": "OFA supernet checkpoint to inherit weights from (see supernets/README.md)",
-    "pretrained": "inherit weights from --supernet_path",
-    "method": "early-exit training: joint (EDANAS) or bernulli (NACHOS); default by the arch's keys",
-    "top1min": "minimum accuracy (fraction) that epsilon repair keeps",
-    "mmax": "MACs budget in millions (tiny_ml and early-exit avg_macs)",
-    "device": "cpu, cuda or cuda:N",
-}
 
 
 def parser() -> ArgumentParser:
@@ -49,7 +34,7 @@ def parser() -> ArgumentParser:
     p.add_argument("--name", default=None, help="stats file name without .stats (default: the arch file's stem)")
     p.add_argument("--config", default=None, help="YAML file of settings; flags override it")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
-    add_dataclass_args(p, EvalSettings, aliases=ALIASES, help=HELP)
+    add_dataclass_args(p, EvalSettings, aliases=ALIASES)
     return p
 
 

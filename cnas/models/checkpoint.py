@@ -29,12 +29,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
-from ofa.utils import make_divisible
 
 from cnas.errors import CheckpointError, ConfigError
 from cnas.fileio import atomic_torch_save, load_torch_file
 from cnas.models.early_exit import build_network
-from cnas.models.ofa_net import BASE_STAGE_WIDTH, WIDTHS, build_supernet
+from cnas.models.ofa_net import build_supernet
+from cnas.spaces.geometry import BASE_STAGE_WIDTH, WIDTH_MULTS, make_divisible
 from cnas.spaces import DEPTHS, EXPANSIONS, KERNELS
 
 HEAD_MODES = ("reinit", "slice")
@@ -106,18 +106,18 @@ def _shapes_fit_width(sd: dict[str, torch.Tensor], width: float) -> bool:
     expand = _find(sd, "final_expand_layer.conv.weight")
     if stem is None or expand is None:
         return False
-    return (stem.shape[0] == make_divisible(BASE_STAGE_WIDTH[0] * width, 8)
-            and expand.shape[0] == make_divisible(BASE_STAGE_WIDTH[-2] * width, 8))
+    return (stem.shape[0] == make_divisible(BASE_STAGE_WIDTH[0] * width)
+            and expand.shape[0] == make_divisible(BASE_STAGE_WIDTH[-2] * width))
 
 
 def infer_width(path: str | os.PathLike, sd: dict[str, torch.Tensor], meta: dict | None = None) -> float:
     """The width multiplier of a supernet state dict: from its tensor shapes, trying the file name's ``_wX``,
     ``meta["width_mult"]`` and the official widths (1.0, 1.2) in that order."""
-    candidates = [width_from_name(path), (meta or {}).get("width_mult"), *WIDTHS]
+    candidates = [width_from_name(path), (meta or {}).get("width_mult"), *WIDTH_MULTS]
     for width in candidates:
         if isinstance(width, (int, float)) and width > 0 and _shapes_fit_width(sd, float(width)):
             return float(width)
-    raise _fail(Path(path), f"its tensor shapes match no known width {list(WIDTHS)}; pass width_mult explicitly")
+    raise _fail(Path(path), f"its tensor shapes match no known width {list(WIDTH_MULTS)}; pass width_mult explicitly")
 
 
 def _normalise(sd: dict[str, torch.Tensor], model_keys: set[str]) -> tuple[dict[str, torch.Tensor], list[str]]:

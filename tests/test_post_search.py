@@ -13,47 +13,22 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import FakeExecutor
 
 from cnas import complexity
-from cnas.engine import Search, SearchConfig
+from cnas.config import SearchConfig
+from cnas.engine import Search
 from cnas.errors import ConfigError, run_cli
 from cnas.evaluation import EvalSettings
-from cnas.executors import TaskResult
-from cnas.fileio import atomic_write_json
 from cnas.post_search import main, select, tradeoff_scores
 from cnas.spaces import exit_mask, get_space
-
-
-def fake_stats(arch):
-    c = complexity.count(arch, 10)
-    top1 = 40.0 - 1.2 * sum(arch["d"]) - 0.3 * float(np.mean(arch["e"])) - 0.15 * float(np.mean(arch["ks"]))
-    stats = {"top1": round(top1, 4), "params": c["params"], "macs": c["macs"], "activations": c["activations"],
-             "test_top1": round(top1 + 1.0, 4)}
-    if "exit_costs" in c:
-        stats["avg_macs"] = round(0.6 * c["exit_costs"][0] + 0.4 * c["exit_costs"][-1], 4)
-    return stats
-
-
-class FakeExecutor:
-    def map(self, fn, items, labels=None):
-        out = []
-        for i, task in enumerate(items):
-            atomic_write_json(f"{task.out_dir}/{task.name}.subnet", task.arch)
-            stats = fake_stats(task.arch)
-            atomic_write_json(f"{task.out_dir}/{task.name}.stats", stats)
-            (__import__("pathlib").Path(task.out_dir) / "ckpt.pth").write_bytes(b"weights of " + task.name.encode())
-            out.append(TaskResult(i, True, value=stats))
-        return out
-
-    def close(self):
-        pass
 
 
 def make_run(tmp_path, name="run", ev=None, **kw):
     base = dict(save=str(tmp_path / name), sec_obj="macs", n_doe=12, iterations=1, n_iter=4, pop_size=12,
                 n_gens=3, first_predictor="rbf", seed=1, plots=False, progress=False)
     base.update(kw)
-    Search(SearchConfig(**base), ev or EvalSettings(), log=lambda m: None, executor=FakeExecutor()).run()
+    Search(SearchConfig(**base), ev or EvalSettings(), log=lambda m: None, executor=FakeExecutor(ckpt=True)).run()
     return tmp_path / name
 
 

@@ -10,45 +10,14 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import FakeExecutor, fake_stats
 
 from cnas import complexity
-from cnas.engine import Search, SearchConfig
+from cnas.config import SearchConfig
+from cnas.engine import Search
 from cnas.errors import ConfigError
 from cnas.evaluation import EvalSettings
-from cnas.executors import TaskResult
 from cnas.fileio import atomic_write_json
-
-
-def fake_stats(arch):
-    c = complexity.count(arch, 10)
-    top1 = 40.0 - 1.2 * sum(arch["d"]) - 0.3 * float(np.mean(arch["e"])) - 0.15 * float(np.mean(arch["ks"]))
-    stats = {"top1": round(top1, 4), "params": c["params"], "macs": c["macs"], "activations": c["activations"]}
-    if "exit_costs" in c:
-        stats["avg_macs"] = round(0.6 * c["exit_costs"][0] + 0.4 * c["exit_costs"][-1], 4)
-    return stats
-
-
-class FakeExecutor:
-    def __init__(self, fail=lambda arch: False, crash_after=None):
-        self.calls, self.fail, self.crash_after = 0, fail, crash_after
-
-    def map(self, fn, items, labels=None):
-        out = []
-        for i, task in enumerate(items):
-            if self.crash_after is not None and self.calls >= self.crash_after:
-                raise KeyboardInterrupt("simulated kill")
-            self.calls += 1
-            atomic_write_json(f"{task.out_dir}/{task.name}.subnet", task.arch)
-            if self.fail(task.arch):
-                out.append(TaskResult(i, False, error="RuntimeError: simulated OOM"))
-                continue
-            stats = fake_stats(task.arch)
-            atomic_write_json(f"{task.out_dir}/{task.name}.stats", stats)
-            out.append(TaskResult(i, True, value=stats))
-        return out
-
-    def close(self):
-        pass
 
 
 def config(tmp_path, name="run", **kw):
@@ -96,7 +65,8 @@ def test_no_duplicates_and_integer_archs(tmp_path):
     keys = [json.dumps(a, sort_keys=True) for a in archive.archs()]
     assert len(keys) == len(set(keys))
     for a in archive.archs():
-        assert s.space.validate(a)  # decodable, canonical, in bounds
+        # in bounds (validate raises otherwise), already canonical, and carrying the space's resolution
+        assert s.space.with_resolution(s.space.validate(a)) == a
 
 
 def test_search_beats_random_sampling(tmp_path):
@@ -248,6 +218,7 @@ def cli(*args, cwd):
                           timeout=600)
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_and_resume(tmp_path):
     common = ["--save", "r", "--sec_obj", "macs", "--n_doe", "3", "--n_iter", "2", "--n_epochs", "1",
               "--first_predictor", "rbf", "--pop_size", "10", "--n_gens", "3", "--quiet", "--num_threads", "1"]
@@ -266,7 +237,7 @@ def test_cli_end_to_end_and_resume(tmp_path):
 
 @pytest.mark.parametrize("args,needle", [
     (["--sec_obj", "avg_macs"], "early-exit"),
-    (["--resume", "nowhere/iter_3.stats"], "no such stats file"),
+    (["--resume", "nowhere/iter_3.stats"], "no such file"),
     (["--n_doe", "ten"], "--n_doe"),
     (["--config", "missing.yaml"], "config file not found"),
 ])

@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
-
 from cnas.errors import ConfigError, StatsFileError
 from cnas.fileio import atomic_write_json, atomic_write_text, read_json
 from cnas.spaces.geometry import arch_key
@@ -77,9 +75,6 @@ class Archive:
 
     key = staticmethod(arch_key)
 
-    def keys(self) -> set[str]:
-        return {self.key(e.arch) for e in self.entries}
-
     def add(self, entry: Entry) -> None:
         k = self.key(entry.arch)
         self.entries = [e for e in self.entries if self.key(e.arch) != k]
@@ -87,15 +82,6 @@ class Archive:
 
     def archs(self) -> list[dict]:
         return [e.arch for e in self.entries]
-
-    def stat(self, key: str, default: float = np.nan) -> np.ndarray:
-        out = []
-        for e in self.entries:
-            v = e.stats.get(key, default)
-            if isinstance(v, list):
-                v = v[0] if v else default
-            out.append(np.nan if v is None else float(v))
-        return np.asarray(out, dtype=float)
 
 
 # ---------------------------------------------------------------- iteration stats files
@@ -332,6 +318,11 @@ class RunStore:
 
     def iter_folder(self, iteration: int) -> Path:
         return self.save / f"iter_{iteration}"
+
+    @staticmethod
+    def net(iteration: int, j: int) -> tuple[str, str]:
+        """``(name, folder relative to the search folder)`` of candidate ``j`` of an iteration."""
+        return f"net_{j}", f"iter_{iteration}/net_{j}"
 
     def holds_search(self) -> bool:
         return self.save.exists() and (self.config_path.exists() or any(self.save.glob("iter_*")))

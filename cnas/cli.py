@@ -1,6 +1,7 @@
 """Command-line plumbing shared by the entry points: flags generated from the settings dataclasses (each flag's
 type, default and help text come from its field's declaration in :mod:`cnas.settings` style), boolean parsing,
-YAML/JSON config files, and the thin ``main`` wrapper. This is the only module that knows about ``--flags``.
+YAML/JSON config files, and the thin ``main`` wrapper. Settings become flags here only; the entry points add
+the few flags of their own that are not settings (``--resume``, ``--model_path``, ``post_search``'s selection).
 
 Flag names are the original's (``--n_epochs``, ``--sec_obj``, ...). Boolean flags accept ``--flag`` alone or
 ``--flag true|false`` (the original declared them ``type=bool``, so ``--adaptive False`` meant True).
@@ -16,9 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from cnas.errors import ConfigError
+from cnas.settings import help_of
 
 _TRUE = {"1", "true", "yes", "y", "on"}
 _FALSE = {"0", "false", "no", "n", "off"}
+
+
+def add_config_arg(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE``: settings from a YAML (or JSON) file, under the flags given with it."""
+    parser.add_argument("--config", default=None, help="YAML file of settings; flags override it")
 
 
 def str2bool(text: str) -> bool:
@@ -84,8 +91,6 @@ def add_dataclass_args(parser: argparse.ArgumentParser | argparse._ArgumentGroup
 
 
 def _add_flag(target, cls: type, f: dataclasses.Field, hint: Any, aliases: dict, help: dict, rename: dict) -> None:
-    from cnas.settings import help_of
-
     tp = _base_type(hint)
     flag = rename.get(f.name, f.name)
     names = [f"--{flag}"] + [f"--{a}" for a in aliases.get(f.name, [])]

@@ -48,10 +48,9 @@ from cnas.spaces import geometry as G
 from cnas.spaces import get_space
 from cnas.spaces.geometry import stage_sizes
 
-__all__ = ["exit_pool_sizes", "count", "count_many", "tiny_ml", "stage_sizes", "POOL_SIZES", "HEAD_WIDTHS"]
+__all__ = ["exit_pool_sizes", "count", "count_many", "tiny_ml", "stage_sizes", "POOL_SIZES"]
 
 # The network's shape comes from cnas.spaces.geometry (these two names stay importable from here).
-HEAD_WIDTHS = G.EXIT_HEAD_WIDTHS  # the three 3x3 convs of an exit head
 POOL_SIZES = G.EXIT_POOL_SIZES  # candidate max-pool sizes before an exit head (1 = no pooling)
 _W = G.widths(1.0)  # the one supernet every cnas space uses
 

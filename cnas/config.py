@@ -8,9 +8,21 @@ from dataclasses import dataclass
 
 from cnas.errors import ConfigError
 from cnas.evaluation import EvalSettings
-from cnas.settings import (NON_NEGATIVE_INT, POSITIVE_INT, ExecutorSettings, OneOf, ResolutionSettings, int_at_least,
-                           later_settings, result_settings, resume_settings, setting)
+from cnas.settings import (
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    ExecutorSettings,
+    OneOf,
+    ResolutionSettings,
+    int_at_least,
+    later_settings,
+    result_settings,
+    resume_settings,
+    setting,
+)
+from cnas.objectives import FIRST_OBJECTIVES, OBJECTIVES
 from cnas.spaces import get_space
+from cnas.surrogates import PREDICTORS
 
 
 @dataclass
@@ -20,8 +32,8 @@ class SearchConfig(ExecutorSettings, ResolutionSettings):
     :class:`cnas.evaluation.EvalSettings`."""
 
     save: str = setting("results/run", help="output folder of the run", runtime=True)
-    first_obj: str = setting("top1", help="top1 or top1_robust")
-    sec_obj: str | None = setting(None, help="params, macs, activations, tiny_ml, avg_macs, top1_robust; several "
+    first_obj: str = setting("top1", help=" or ".join(FIRST_OBJECTIVES))
+    sec_obj: str | None = setting(None, help=f"{', '.join(n for n in OBJECTIVES if n != 'top1')}; several "
                                              "comma-separated names run a search with three or more objectives; "
                                              "none: single-objective")
     iterations: int = setting(30, help="search iterations after the initial design", runtime=True,
@@ -57,8 +69,6 @@ class SearchConfig(ExecutorSettings, ResolutionSettings):
 
     def validate(self) -> "SearchConfig":
         super().validate()
-        from cnas.surrogates import PREDICTORS
-
         for flag in ("first_predictor", "sec_predictor"):
             v = getattr(self, flag)
             if v is not None and v not in PREDICTORS:

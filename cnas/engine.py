@@ -42,7 +42,8 @@ from cnas.config import SearchConfig, settings_diff, settings_hash
 from cnas.data import get_dataset_info
 from cnas.errors import ConfigError
 from cnas.evaluation import CandidateTask, EvalSettings, evaluate_candidate
-from cnas.objectives import ObjectiveSet, parse_objectives
+from cnas.executors import get_executor
+from cnas.objectives import OBJECTIVES, ObjectiveSet, parse_objectives
 from cnas.plots import plot_iteration
 from cnas.problems import CanonicalRepair, SameArch, SurrogateProblem, hypervolume, non_dominated, select_subset
 from cnas.spaces import get_space
@@ -88,6 +89,8 @@ class SurrogateProposer:
         self.space, self.oset, self.cfg = space, objectives, cfg
 
     def encode(self, archs: list[dict]) -> np.ndarray:
+        if self.space.fixed_resolution:  # no resolution gene; an imported arch may carry another r
+            archs = [{k: v for k, v in a.items() if k != "r"} for a in archs]
         return self.space.encode_many(archs)
 
     def ask(self, archive: arc.Archive, rng: np.random.Generator) -> Proposal:
@@ -113,7 +116,7 @@ class SurrogateProposer:
             if name in proposal.info:
                 q = rank_quality(proposal.predicted[idx, j], measured[:, j])
                 proposal.info[name].update({"rmse": q.rmse, "rho": q.rho, "tau": q.tau})
-                if proposal.phi is not None and name == "avg_macs":
+                if proposal.phi is not None and name in self.oset.phi_penalized:
                     proposal.info[name]["phi"] = proposal.phi
 
     def fit(self, entries: list[arc.Entry], seed: int) -> tuple[dict[str, Callable], dict]:
@@ -246,8 +249,9 @@ class Search:
         self.log = log
         self.space = get_space(cfg.search_space, cfg.lr, cfg.ur, cfg.rstep)
         self.objectives = parse_objectives(cfg.first_obj, cfg.sec_obj, self.space.exit_key is not None)
-        if "top1_robust" in self.objectives:
-            ev.eval_robust = True
+        for name in self.objectives:  # what the evaluation must measure for the objectives (FlatNAS: robustness)
+            for flag in OBJECTIVES[name].measure:
+                setattr(ev, flag, True)
         ev.search_space = cfg.search_space
         ev.validate()
         self.n_classes = self._n_classes()
@@ -275,8 +279,6 @@ class Search:
 
     def executor(self):
         if self._executor is None:
-            from cnas.executors import get_executor
-
             gpus = [int(g) for g in str(self.cfg.gpu_list).replace(",", " ").split()] if self.cfg.gpu_list else None
             self._executor = get_executor(self.cfg.executor, n_workers=self.cfg.n_workers, gpu_list=gpus,
                                           gpus_per_job=self.cfg.gpu, ray_address=self.cfg.ray_address,
@@ -335,21 +337,21 @@ class Search:
         todo: list[tuple[int, CandidateTask]] = []
         folder = self.store.iter_folder(iteration)
         for j, arch in enumerate(archs):
-            name = f"net_{j}"
+            name, rel = self.store.net(iteration, j)
             stats = self.store.finished(iteration, name, arch)
             if stats is not None:
-                done[j] = arc.Entry(arch, stats, iteration, name, f"iter_{iteration}/{name}")
+                done[j] = arc.Entry(arch, stats, iteration, name, rel)
             else:
-                todo.append((j, CandidateTask(arch, self.ev, str(folder / name), name)))
+                todo.append((j, CandidateTask(arch, self.ev, str(self.save / rel), name)))
         if done:
             self.log(f"iteration {iteration}: reusing {len(done)} finished evaluation(s) from {folder}")
         failures: list[arc.Failure] = []
         if todo:
             results = self.executor().map(evaluate_candidate, [t for _, t in todo],
-                                          labels=[f"iter_{iteration}/{t.name}" for _, t in todo])
+                                          labels=[self.store.net(iteration, j)[1] for j, _ in todo])
             for (j, task), res in zip(todo, results):
                 if res.ok:
-                    done[j] = arc.Entry(task.arch, res.value, iteration, task.name, f"iter_{iteration}/{task.name}")
+                    done[j] = arc.Entry(task.arch, res.value, iteration, task.name, self.store.net(iteration, j)[1])
                 else:
                     f = arc.Failure(task.arch, iteration, task.name, res.error or "unknown error")
                     self.store.record_failure(f)

@@ -23,12 +23,27 @@ from typing import Any, Callable
 import torch
 
 from cnas import complexity
+from cnas.data import load_data, loader_labels, subset_loader
 from cnas.errors import ConfigError
 from cnas.fileio import atomic_write_json
-from cnas.settings import (NON_NEGATIVE_INT, POSITIVE_INT, ConstraintSettings, DataSettings, DeviceSettings,
-                           ExitSettings, RobustnessSettings, setting)
+from cnas.models import EENetwork, build_network, get_subnet, load_supernet, recalibrate_bn
+from cnas.models.checkpoint import load_net_checkpoint, save_net_checkpoint
+from cnas.models.ofa_net import build_supernet
+from cnas.models.polynomial import substitute_activation
+from cnas.settings import (
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    ConstraintSettings,
+    DataSettings,
+    DeviceSettings,
+    ExitSettings,
+    RobustnessSettings,
+    setting,
+)
 from cnas.spaces import exit_mask, get_space, space_for_arch
 from cnas.spaces.geometry import binary_heads
+from cnas.training.early_exit import EEConfig, balanced_subset, exit_costs, measure_exits, train_exits
+from cnas.training.robustness import sigma_grid, top1_robust, weight_robustness
 from cnas.training.trainer import TrainConfig, TrainResult, evaluate, train, use_channels_last
 
 STATS_DECIMALS = 2
@@ -161,8 +176,6 @@ _SUPERNETS: dict[tuple, Any] = {}
 
 
 def _supernet(path: str, n_classes: int):
-    from cnas.models import load_supernet
-
     key = (str(Path(path).resolve()), n_classes)
     if key not in _SUPERNETS:
         _SUPERNETS.clear()  # keep one in memory
@@ -237,8 +250,6 @@ class Run:
     def recalibrate(self, model: torch.nn.Module) -> None:
         """Re-estimate the batch-norm statistics of ``model`` on ``bn_recal_images`` training images (when
         ``bn_recalibrate``)."""
-        from cnas.models import recalibrate_bn
-
         if self.settings.bn_recalibrate:
             recalibrate_bn(model, self.recal_loader)
 
@@ -255,8 +266,6 @@ def setup(arch: dict, settings: EvalSettings, device: str | torch.device | None 
 
 def load_run_data(run: Run) -> None:
     """The train / validation / test loaders of the settings' dataset at the arch's resolution."""
-    from cnas.data import load_data
-
     s = run.settings
     run.loaders = load_data(s.dataset, s.data, resolution=run.r, val_split=s.val_split, batch_size=s.batch_size,
                             seed=s.seed, n_classes=s.n_classes, num_workers=s.num_workers, device=run.device,
@@ -266,12 +275,6 @@ def load_run_data(run: Run) -> None:
 def initialise(run: Run, init: Init) -> None:
     """Step 1: the backbone's weights (and, from a checkpoint of an early-exit net, its exits'), then the
     polynomial activations of ``func_constr``; supernet batch-norm statistics are re-estimated."""
-    from cnas.data import subset_loader
-    from cnas.models import build_network, get_subnet
-    from cnas.models.checkpoint import load_net_checkpoint
-    from cnas.models.ofa_net import build_supernet
-    from cnas.models.polynomial import substitute_activation
-
     s = run.settings
     run.init = init
     torch.manual_seed(s.seed)
@@ -316,9 +319,6 @@ def train_backbone(run: Run, state_path: str | Path | None = None, log: Callable
 def train_early_exits(run: Run, log: Callable[[str], None] | None = None) -> None:
     """Step 3 (early-exit archs): add the exits (unless the checkpoint brought them) and train them (``joint``:
     with the backbone, or on it frozen when it was measured untrained; ``bernulli``: on the frozen backbone)."""
-    from cnas.models import EENetwork
-    from cnas.training.early_exit import EEConfig, exit_costs, train_exits
-
     s, arch = run.settings, run.arch
     method = s.method or ("bernulli" if binary_heads(arch) else "joint")
     if method == "bernulli" and "b" not in arch:
@@ -331,9 +331,6 @@ def train_early_exits(run: Run, log: Callable[[str], None] | None = None) -> Non
     run.costs = exit_costs(complexity.count(arch, run.n_classes, run.r))
     train_loader, support_loader = run.loaders.train, None
     if s.support_set:
-        from cnas.data import loader_labels
-        from cnas.training.early_exit import balanced_subset
-
         trn = run.loaders.train
         pick, rest = balanced_subset(torch.as_tensor(loader_labels(trn)), 0.1, s.seed)
         support_loader = trn.with_indices(pick, shuffle=False, augment="none") \
@@ -351,8 +348,6 @@ def measure(run: Run) -> dict:
     counts = complexity.count(run.arch, run.n_classes, run.r)
     stats: dict[str, Any] = {}
     if run.early_exit:
-        from cnas.training.early_exit import measure_exits
-
         ee_stats = measure_exits(run.network, select_loader, run.costs, run.ee, dev,
                                  test_loader=loaders.test if s.eval_test and val is not None else None)
         stats.update({
@@ -369,8 +364,6 @@ def measure(run: Run) -> dict:
     stats["tiny_ml"] = complexity.tiny_ml(counts["params"], counts["macs"], counts["activations"],
                                           **s.tiny_ml_kwargs())
     if s.eval_robust:
-        from cnas.training.robustness import sigma_grid, top1_robust, weight_robustness
-
         sigmas = sigma_grid(s.sigma_min, s.sigma_max, s.sigma_step)
         rob = weight_robustness(run.backbone, select_loader, sigmas, s.n_draws, s.seed, dev,
                                 base_acc=run.base["acc"])
@@ -398,8 +391,6 @@ def write_outputs(run: Run, stats: dict, outputs: Outputs) -> None:
         return
     out = Path(outputs.dir)
     if outputs.ckpt:
-        from cnas.models.checkpoint import save_net_checkpoint
-
         save_net_checkpoint(out / outputs.ckpt, run.model, run.arch, run.n_classes, run.r,
                             dataset=run.settings.dataset, mean=run.loaders.mean, std=run.loaders.std)
     atomic_write_json(out / f"{outputs.name}.stats", stats)
@@ -451,16 +442,6 @@ def evaluate_candidate(task: CandidateTask, device: str | None = None) -> dict:
     return evaluate_arch(task.arch, task.settings, task.out_dir, task.name, device=device)
 
 
-def load_stats(path: str | Path) -> dict:
-    from cnas.errors import StatsFileError
-    from cnas.fileio import read_json
-
-    d = read_json(path, "stats file", StatsFileError)
-    if not isinstance(d, dict):
-        raise StatsFileError(f"stats file {path} does not hold a JSON object")
-    return d
-
-
 __all__ = ["EvalSettings", "CandidateTask", "Init", "Outputs", "Run", "run_pipeline", "evaluate_arch",
-           "evaluate_candidate", "resolve_arch", "load_stats", "setup", "load_run_data", "initialise",
+           "evaluate_candidate", "resolve_arch", "setup", "load_run_data", "initialise",
            "train_backbone", "train_early_exits", "measure", "write_outputs"]

@@ -28,6 +28,7 @@ net); a mismatch above ``--atol`` is an error.
 
 from __future__ import annotations
 
+import io
 import sys
 import warnings
 from pathlib import Path
@@ -38,8 +39,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cnas.cli import ArgumentParser
-from cnas.errors import CheckpointError, ConfigError, run_cli
+from cnas.data import get_dataset_info
+from cnas.errors import CheckpointError, ConfigError, DataError, run_cli
 from cnas.fileio import atomic_write_bytes, atomic_write_json
+from cnas.models import EENetwork
 from cnas.models.checkpoint import load_net_checkpoint
 from cnas.spaces.geometry import INPUT_CHANNELS
 
@@ -177,8 +180,6 @@ class EarlyExitAllExits(nn.Module):
 
 def deployable(model: nn.Module, fmt: str) -> nn.Module:
     """The module that gets exported: the net itself (single exit) or its early-exit inference wrapper."""
-    from cnas.models import EENetwork
-
     if not isinstance(model, EENetwork):
         return model
     if fmt == "onnx":
@@ -198,8 +199,6 @@ def deployable(model: nn.Module, fmt: str) -> nn.Module:
 
 # ---------------------------------------------------------------- export + check
 def _reference(model: nn.Module, x: torch.Tensor, fmt: str) -> list[torch.Tensor]:
-    from cnas.models import EENetwork
-
     with torch.no_grad():
         if isinstance(model, EENetwork):
             logits, idx = model.predict(x, early_stop=(fmt == "torchscript"))
@@ -211,8 +210,6 @@ def export(folder: str | Path, fmt: str = "torchscript", output: str | Path | No
            checkpoint: str | Path | None = None, atol: float = 1e-4, n_check: int = 8, seed: int = 0) -> dict:
     """Export the trained network of the picked ``folder``; returns the sidecar record (also written as
     ``<output>.json``) with ``max_abs_diff`` and ``exit_agreement`` of the check."""
-    from cnas.models import EENetwork
-
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     folder = Path(folder)
@@ -252,9 +249,6 @@ def _export(model, meta, ck_path, fmt, out, is_ee, r, atol, n_check, seed) -> di
                            f"{agree}/{len(xs)} exit decisions equal)")
     norm = {"mean": meta["mean"], "std": meta["std"]} if meta.get("mean") and meta.get("std") else None
     if norm is None and meta.get("dataset"):
-        from cnas.data import get_dataset_info
-        from cnas.errors import DataError
-
         try:
             info = get_dataset_info(meta["dataset"])
             norm = {"mean": list(info.mean), "std": list(info.std)}
@@ -275,8 +269,6 @@ def _export(model, meta, ck_path, fmt, out, is_ee, r, atol, n_check, seed) -> di
 
 
 def _export_torchscript(module: nn.Module, out: Path, x: torch.Tensor, is_ee: bool) -> Callable:
-    import io
-
     if not isinstance(module, torch.jit.ScriptModule):
         with torch.no_grad():
             module = torch.jit.trace(module, x, check_trace=False)
@@ -294,8 +286,6 @@ def _export_torchscript(module: nn.Module, out: Path, x: torch.Tensor, is_ee: bo
 
 
 def _export_onnx(module: nn.Module, out: Path, x: torch.Tensor, is_ee: bool) -> Callable:
-    import io
-
     try:
         import onnx  # noqa: F401
         import onnxruntime as ort

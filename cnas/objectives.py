@@ -40,6 +40,7 @@ class Objective:
     bound: Callable[[float], float] = float  # the flag's value -> the largest allowed objective value
     early_exit_only: bool = False
     first: bool = False  # may be the first objective (--first_obj)
+    measure: tuple[str, ...] = ()  # evaluation settings switched on when it is an objective (e.g. eval_robust)
     direction: str = "min"
 
     @property
@@ -104,7 +105,7 @@ def _top1_robust(stats: Stats, oset: "ObjectiveSet") -> np.ndarray:
 register(Objective("top1", "% error", "validation top-1 error", read=_stat_key("top1"), limit_flag="top1min",
                    bound=lambda acc: 100.0 * (1.0 - acc), first=True))
 register(Objective("top1_robust", "% error", "FlatNAS: alpha * top1 + alpha_norm * (1 - alpha) * robustness",
-                   read=_top1_robust, first=True))
+                   read=_top1_robust, first=True, measure=("eval_robust",)))
 register(Objective("params", "M", "trainable parameters", compute=_count_key("params"), limit_flag="pmax"))
 register(Objective("macs", "M", "multiply-accumulates of one inference (final exit for early-exit nets)",
                    compute=_count_key("macs"), limit_flag="mmax"))
@@ -268,9 +269,15 @@ class ObjectiveSet:
     def feasible(self, entries) -> np.ndarray:
         return self.feasible_of(self.values(entries)) if len(entries) else np.zeros(0, bool)
 
-    def limit(self, name: str) -> float | None:
-        """The limit of the quantity ``name`` (``macs`` for ``--mmax``), or None."""
-        return next((c.limit for c in self.constraints if c.name == name), None)
+    @property
+    def phi_penalized(self) -> dict[str, float]:
+        """Penalty mode: the predicted objectives that a limit bounds (``avg_macs`` under ``--mmax``), with their
+        limit. The surrogate problem replaces each value ``c`` by the original's
+        ``phi * c + (1 - phi) * max(0, c - limit) * penalty``, ``phi`` the population's feasible share."""
+        if not self.penalty_mode:
+            return {}
+        return {c.objective: c.limit for c in self.constraints
+                if c.objective in self.names and not OBJECTIVES[c.objective].exact}
 
     def update_alpha_norm(self, entries) -> None:
         """FlatNAS: re-express ``top1_robust`` with ``mean(top1) / mean(robustness)`` over ``entries``."""
@@ -280,9 +287,6 @@ class ObjectiveSet:
         top1, rob = stat_values(stats, "top1"), stat_values(stats, "robustness")
         ok = np.isfinite(rob) & np.isfinite(top1)
         self.alpha_norm = alpha_norm_of(top1[ok], rob[ok])
-
-    def units(self) -> list[str]:
-        return [OBJECTIVES[n].unit for n in self.names]
 
 
 __all__ = ["Objective", "OBJECTIVES", "register", "FIRST_OBJECTIVES", "parse_objectives", "Constraint",

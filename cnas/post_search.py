@@ -51,6 +51,7 @@ Deviations from the original (``post_search.py``), and why:
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import shutil
@@ -67,7 +68,7 @@ from cnas.errors import ArchError, CheckpointError, ConfigError, StatsFileError,
 from cnas.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from cnas.objectives import OBJECTIVES, ObjectiveSet, parse_objectives
 from cnas.problems import non_dominated
-from cnas.spaces import exit_mask, get_space, space_of
+from cnas.spaces import EDANAS, NACHOS, PLAIN, exit_mask, get_space, space_of
 
 TRADE_OFF = "trade-off"
 DEFAULT_RADIUS = 0.125
@@ -113,7 +114,9 @@ def _objective_set(config: dict | None, archs: list[dict], first_obj: str | None
         if n_classes is not None:
             ev.n_classes = n_classes
     else:  # a run of the original system: defaults top1 / macs, n_classes from the flag
-        cfg = SearchConfig(search_space=space_of(archs[0]), lr=resolution, ur=resolution, sec_obj="macs")
+        spaces = {space_of(a) for a in archs}  # an early-exit space when any arch has exit genes
+        space = next((s for s in (EDANAS, NACHOS) if s in spaces), PLAIN)
+        cfg = SearchConfig(search_space=space, lr=resolution, ur=resolution, sec_obj="macs")
         ev = EvalSettings(n_classes=n_classes or 10)
     if first_obj is not None:
         cfg.first_obj = first_obj
@@ -298,8 +301,6 @@ def _csv_value(v):
 
 def _plot(path: Path, objectives: list[str], F_all: np.ndarray, ok: np.ndarray, front: np.ndarray,
           F_cand: np.ndarray, picks: list[int], labels: list[str]) -> None:
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")

@@ -17,10 +17,15 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+from pymoo.algorithms.soo.nonconvex.ga import GA
 from pymoo.core.duplicate import ElementwiseDuplicateElimination
 from pymoo.core.problem import Problem
 from pymoo.core.repair import Repair
 from pymoo.indicators.hv import HV
+from pymoo.operators.crossover.pntx import TwoPointCrossover
+from pymoo.operators.mutation.bitflip import BitflipMutation
+from pymoo.operators.sampling.rnd import BinaryRandomSampling
+from pymoo.optimize import minimize
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from cnas.objectives import ObjectiveSet
@@ -74,12 +79,11 @@ class SurrogateProblem(Problem):
         X = self.space.repair(np.clip(np.rint(X), self.space.xl, self.space.xu).astype(np.int64))
         vals = self.values(X)
         F = self.oset.F_of(vals)
-        mmax = self.oset.limit("macs")
-        if self.oset.penalty_mode and "avg_macs" in self.objectives and mmax is not None:
-            j = self.objectives.index("avg_macs")
+        for name, limit in self.oset.phi_penalized.items():  # the penalty mode's feasibility-ratio penalty
+            j = self.objectives.index(name)
             c = F[:, j]
-            phi = float(np.mean(c <= mmax))
-            F[:, j] = phi * c + (1 - phi) * np.maximum(0.0, c - mmax) * self.oset.tiny_ml_kw["penalty"]
+            phi = float(np.mean(c <= limit))
+            F[:, j] = phi * c + (1 - phi) * np.maximum(0.0, c - limit) * self.oset.tiny_ml_kw["penalty"]
             self.last_phi = phi
         out["F"] = F
         if self.n_ieq_constr:
@@ -125,13 +129,6 @@ def select_subset(F_cand: np.ndarray, F_front: np.ndarray, k: int, seed: int, ru
 
 
 def _gap_subset(f2_cand: np.ndarray, f2_front: np.ndarray, k: int, seed: int) -> np.ndarray:
-    from pymoo.algorithms.soo.nonconvex.ga import GA
-    from pymoo.core.problem import Problem as P
-    from pymoo.operators.crossover.pntx import TwoPointCrossover
-    from pymoo.operators.mutation.bitflip import BitflipMutation
-    from pymoo.operators.sampling.rnd import BinaryRandomSampling
-    from pymoo.optimize import minimize
-
     n = len(f2_cand)
 
     class ExactlyK(Repair):
@@ -147,7 +144,7 @@ def _gap_subset(f2_cand: np.ndarray, f2_front: np.ndarray, k: int, seed: int) ->
                     row[rng.choice(off, k - len(on), replace=False)] = True
             return X
 
-    class Gaps(P):
+    class Gaps(Problem):
         def __init__(self):
             super().__init__(n_var=n, n_obj=1, xl=0, xu=1, vtype=bool)
 

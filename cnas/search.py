@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 
 from cnas import archive as arc
-from cnas.cli import ArgumentParser, add_dataclass_args, build_settings, given_fields, load_config_file, split_config
+from cnas.cli import ArgumentParser, add_config_arg, add_dataclass_args, build_settings, given_fields, load_config_file, split_config
 from cnas.config import LATER_EVAL_SETTINGS, LATER_SETTINGS, SearchConfig
 from cnas.engine import Search
 from cnas.errors import ConfigError, run_cli
@@ -29,7 +29,7 @@ EVAL_SKIP = {"search_space", "resolution", "progress"}
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog="cnas.search", description=__doc__.split("\n")[0])
     p.add_argument("--resume", default=None, help="<save>/iter_X.stats (or <save>/iter_X) to continue from")
-    p.add_argument("--config", default=None, help="YAML file of settings; flags override it")
+    add_config_arg(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_dataclass_args(p, SearchConfig, title="search")
     add_dataclass_args(p, EvalSettings, rename=EVAL_RENAME, skip=EVAL_SKIP, title="evaluation of each candidate")

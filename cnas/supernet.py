@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import sys
 
-from cnas.cli import ArgumentParser, add_dataclass_args, build_settings, given_fields, load_config_file
+from cnas.cli import ArgumentParser, add_config_arg, add_dataclass_args, build_settings, given_fields, load_config_file
 from cnas.errors import ConfigError, run_cli
 from cnas.training.progressive import SupernetConfig, train_supernet
 from cnas.training.trainer import TrainingDiverged
 
 
-
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog="cnas.supernet", description=__doc__.split("\n")[0])
-    p.add_argument("--config", default=None, help="YAML file of settings; flags override it")
+    add_config_arg(p)
     p.add_argument("--overwrite", action="store_true",
                    help="retrain even when --save holds a finished supernet (and discard a stale state file)")
     p.add_argument("--quiet", action="store_true", help="no progress bars and no per-phase lines")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cnas.cli import ArgumentParser, add_dataclass_args, build_settings, given_fields, load_config_file
+from cnas.cli import ArgumentParser, add_config_arg, add_dataclass_args, build_settings, given_fields, load_config_file
 from cnas.errors import ArchError, ConfigError, run_cli
 from cnas.evaluation import EvalSettings, evaluate_arch
 from cnas.fileio import read_json
@@ -32,7 +32,7 @@ def parser() -> ArgumentParser:
                    "cnas.post_search to fine-tune")
     p.add_argument("--output_path", default=None, help="folder for the stats (default: the arch file's folder)")
     p.add_argument("--name", default=None, help="stats file name without .stats (default: the arch file's stem)")
-    p.add_argument("--config", default=None, help="YAML file of settings; flags override it")
+    add_config_arg(p)
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     add_dataclass_args(p, EvalSettings, aliases=ALIASES)
     return p

@@ -209,15 +209,16 @@ def test_net_checkpoint_roundtrip_and_refusals(tmp_path):
 
 @pytest.mark.slow
 def test_checkpoint_initialisation_and_bn_recal_images(tmp_path, monkeypatch):
-    import cnas.data
+    import cnas.evaluation
     from cnas.evaluation import Init, initialise, load_run_data, setup
 
     arch = small()
     evaluate_arch(arch, EvalSettings(**FAST, save_ckpt=True), tmp_path, "net")
     saved = torch.load(tmp_path / "ckpt.pth", weights_only=True)["state_dict"]
     sizes = []
-    real = cnas.data.subset_loader
-    monkeypatch.setattr(cnas.data, "subset_loader", lambda loader, n, **kw: sizes.append(n) or real(loader, n, **kw))
+    real = cnas.evaluation.subset_loader
+    monkeypatch.setattr(cnas.evaluation, "subset_loader",
+                        lambda loader, n, **kw: sizes.append(n) or real(loader, n, **kw))
     run = setup(arch, EvalSettings(**FAST, bn_recal_images=100))
     load_run_data(run)
     initialise(run, Init("checkpoint", str(tmp_path / "ckpt.pth"), label="ckpt.pth"))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+
 import torch
 import torch.nn as nn
 from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
@@ -34,8 +35,8 @@ from cnas.errors import CheckpointError, ConfigError
 from cnas.fileio import atomic_torch_save, load_torch_file
 from cnas.models.early_exit import build_network
 from cnas.models.ofa_net import build_supernet
-from cnas.spaces.geometry import BASE_STAGE_WIDTH, WIDTH_MULTS, make_divisible
 from cnas.spaces import DEPTHS, EXPANSIONS, KERNELS
+from cnas.spaces.geometry import BASE_STAGE_WIDTH, WIDTH_MULTS, make_divisible
 
 HEAD_MODES = ("reinit", "slice")
 FORMAT = "cnas-supernet"

@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cnas.complexity import exit_pool_sizes
 from cnas.errors import ArchError, ConfigError
 from cnas.models.ofa_net import build_supernet, get_subnet
 from cnas.spaces import geometry, get_space
@@ -189,8 +190,6 @@ class EENetwork(nn.Module):
         self.exit_blocks = geometry.exit_blocks(arch)
         self.n_exits = len(self.exit_positions)
         if pool_sizes is None:
-            from cnas.complexity import exit_pool_sizes
-
             pool_sizes = exit_pool_sizes(arch, self.resolution, self.n_classes, self.binary)
         if len(pool_sizes) != len(stages):
             raise ConfigError(f"got {len(pool_sizes)} pool sizes for {len(stages)} intermediate exits")

@@ -25,6 +25,7 @@ exit is the network's own tail.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import Any, Mapping, NamedTuple, Sequence
 
@@ -85,8 +86,6 @@ Arch = dict[str, Any]
 def arch_key(arch: Mapping) -> str:
     """The identity of a stored arch: its JSON text with sorted keys (canonical archs of the same network have
     the same key; the archive, the objective cache and the initial design all compare archs by it)."""
-    import json
-
     return json.dumps(arch, sort_keys=True)
 
 

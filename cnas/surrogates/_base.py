@@ -96,11 +96,6 @@ def is_constant(y: np.ndarray) -> bool:
     return len(y) < 2 or float(np.ptp(y)) <= 1e-12 * max(1.0, float(np.max(np.abs(y))))
 
 
-def seed_from(random_state: Any) -> int:
-    """An int seed drawn from ``random_state`` (None gives a fresh random seed, as scikit-learn does)."""
-    return int(check_random_state(random_state).randint(SEED_MAX))
-
-
 class SurrogateBase(RegressorMixin, BaseEstimator):
     """Base class: subclasses implement ``_fit(Xs, y, rng)`` and ``_predict(Xs)`` on scaled genes."""
 

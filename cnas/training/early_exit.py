@@ -40,6 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cnas.errors import ConfigError
 from cnas.models.early_exit import EENetwork, cumulative_confidence_exits, score_margin_exits
 from cnas.settings import NON_NEGATIVE, Bound, ConstraintSettings, ExitSettings, redefault, setting
 from cnas.training.trainer import TrainConfig, train
@@ -287,8 +288,6 @@ def train_exits(model: EENetwork, train_loader, val_loader, train_cfg: TrainConf
                   log=log, **frozen)
         return extra
     if ee.method != "bernulli":
-        from cnas.errors import ConfigError
-
         raise ConfigError(f"--method must be joint or bernulli, got {ee.method!r}")
     n_gamma = ee.warmup_ee_epochs if ee.support_set else epochs
     loss = BernulliLoss(model, costs, ee, n_gamma)

@@ -43,7 +43,6 @@ from ``(seed, phase, epoch)`` only, so a resumed run gives the same weights as a
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,10 +53,33 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cnas.data import load_data, subset_loader
 from cnas.errors import CheckpointError, ConfigError
 from cnas.fileio import atomic_torch_save, load_torch_file
-from cnas.settings import (NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, DataSettings, DeviceSettings,
-                           ResolutionSettings, SgdSettings, int_at_least, redefault, resume_settings, setting)
+from cnas.models import (
+    build_supernet,
+    get_subnet,
+    load_supernet,
+    read_checkpoint,
+    recalibrate_bn,
+    save_supernet,
+    set_active_arch,
+)
+from cnas.progress import progress_bar
+from cnas.settings import (
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    DataSettings,
+    DeviceSettings,
+    ResolutionSettings,
+    SgdSettings,
+    int_at_least,
+    redefault,
+    resume_settings,
+    setting,
+)
 from cnas.spaces import DEPTHS, EXPANSIONS, KERNELS, N_STAGES, get_space
 from cnas.training.trainer import TrainConfig, TrainingDiverged, evaluate, make_optimizer, make_scheduler
 
@@ -254,8 +276,6 @@ class ProgressiveShrinking:
 
     # ---------------------------------------------------------------- data
     def data(self, resolution: int):
-        from cnas.data import load_data
-
         r = int(resolution)
         if r not in self._data:
             self._data[r] = load_data(self.cfg.dataset, self.cfg.data, resolution=r, val_split=self.cfg.val_split,
@@ -266,9 +286,6 @@ class ProgressiveShrinking:
     # ---------------------------------------------------------------- measuring
     def measure(self, supernet: nn.Module, arch: dict, resolution: int) -> float:
         """Validation accuracy of ``arch`` extracted from ``supernet`` after BN re-calibration."""
-        from cnas.data import subset_loader
-        from cnas.models import get_subnet, recalibrate_bn
-
         loaders = self.data(resolution)
         subnet = get_subnet(supernet, arch).to(self.device)
         recalibrate_bn(subnet, subset_loader(loaders.train, self.cfg.bn_images, seed=self.cfg.seed, augment=False))
@@ -309,8 +326,6 @@ class ProgressiveShrinking:
 
     # ---------------------------------------------------------------- building
     def build(self) -> nn.Module:
-        from cnas.models import build_supernet, load_supernet
-
         torch.manual_seed(self.cfg.seed)
         n_classes = self.data(self.cfg.ur).n_classes
         if self.cfg.init:
@@ -330,8 +345,6 @@ class ProgressiveShrinking:
     # ---------------------------------------------------------------- training
     def _train_epoch(self, supernet, optimizer, scheduler, phase: Phase, phase_index: int, epoch: int,
                      global_epoch: int, steps: int, desc: str) -> float:
-        from cnas.models import set_active_arch
-
         cfg = self.cfg
         loader = self.data(cfg.ur).train
         if hasattr(loader, "set_epoch"):
@@ -342,8 +355,6 @@ class ProgressiveShrinking:
         supernet.train()
         batches = loader
         if cfg.progress:
-            from cnas.progress import progress_bar
-
             batches = progress_bar(loader, total=steps, desc=desc, leave=False)
         tot, n = 0.0, 0
         for step, (x, y) in enumerate(batches):
@@ -375,8 +386,6 @@ class ProgressiveShrinking:
         return tot / max(1, n)
 
     def run(self) -> SupernetResult:
-        from cnas.models import read_checkpoint, save_supernet
-
         cfg = self.cfg
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
@@ -457,8 +466,6 @@ class ProgressiveShrinking:
 def existing_supernet(cfg: SupernetConfig) -> dict | None:
     """The meta of the finished checkpoint at ``cfg``'s save path when it was trained with the same settings;
     ``None`` when there is none. A checkpoint trained with other settings raises :class:`ConfigError`."""
-    from cnas.models import read_checkpoint
-
     path = cfg.save_path()
     if not path.exists():
         return None
@@ -499,12 +506,5 @@ def train_supernet(cfg: SupernetConfig, log: Callable[[str], None] | None = None
     return trainer.run()
 
 
-def settings_from_meta(meta: dict) -> SupernetConfig:
-    """The :class:`SupernetConfig` a checkpoint was trained with (runtime settings at their defaults)."""
-    names = {f.name for f in dataclasses.fields(SupernetConfig)}
-    return SupernetConfig(**{k: v for k, v in (meta.get("settings") or {}).items() if k in names})
-
-
 __all__ = ["Phase", "PHASES", "SupernetConfig", "SupernetResult", "ProgressiveShrinking", "train_supernet",
-           "existing_supernet", "phase_archs", "sample_arch", "step_archs", "uniform_arch", "kd_loss",
-           "settings_from_meta"]
+           "existing_supernet", "phase_archs", "sample_arch", "step_archs", "uniform_arch", "kd_loss"]

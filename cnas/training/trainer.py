@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 
 from cnas.errors import ConfigError
 from cnas.fileio import atomic_torch_save, load_torch_file
+from cnas.progress import progress_bar
 from cnas.settings import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, OneOf, SgdSettings, setting
 from cnas.training.sam import SAM, frozen_bn_stats
 
@@ -181,8 +183,6 @@ def train(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, device: 
     best_epoch, best_score, best_state = -1, math.inf, None
     start_epoch = 0
     if checkpoint_path is not None:
-        import os
-
         if os.path.exists(checkpoint_path):
             state = load_torch_file(checkpoint_path, what="training checkpoint")
             _check_resumable(checkpoint_path, state, cfg)
@@ -206,8 +206,6 @@ def train(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, device: 
         tot_loss, tot_n = 0.0, 0
         batches = train_loader
         if cfg.progress:
-            from cnas.progress import progress_bar
-
             batches = progress_bar(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for batch in batches:
             x, y = _to(batch, device, channels_last)

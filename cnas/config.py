@@ -63,7 +63,8 @@ class SearchConfig(ExecutorSettings, ResolutionSettings):
                         check=OneOf(("gaps", "hv")), earlier="gaps")
     constraint_mode: str = setting("native", help="native (pymoo constraints, feasibility first) or penalty (the "
                                                   "original's)", check=OneOf(("native", "penalty")))
-    seed: int = setting(0, help="seed of the sampling, the surrogates and the evolutionary search")
+    seed: int = setting(0, help="seed of the sampling, the surrogates and the evolutionary search",
+                        check=NON_NEGATIVE_INT)
     plots: bool = setting(True, help="PNG plots of every iteration", runtime=True)
     progress: bool = setting(True, help="progress bars", runtime=True)
 

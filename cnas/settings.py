@@ -26,6 +26,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -115,6 +118,31 @@ def int_at_least(n: int, why: str = "") -> Bound:
 Check = Callable[[str, Any], None]
 
 
+_DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+
+def device_check(name: str, v: Any) -> None:
+    """A torch device name: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
+    if not (isinstance(v, str) and _DEVICE_RE.match(v)):
+        raise ConfigError(f"--{name} must be cpu, cuda, cuda:N or mps, got {v!r}")
+
+
+def gpu_ids_check(name: str, v: Any) -> None:
+    """GPU ids as text: non-negative integers separated by spaces or commas (``"0 1 2 3"``)."""
+    ids = str(v).replace(",", " ").split() if isinstance(v, (str, int)) and not isinstance(v, bool) else None
+    if not ids or not all(i.isdigit() for i in ids):
+        raise ConfigError(f"--{name} must be GPU ids (integers >= 0 separated by spaces, e.g. '0 1'), got {v!r}")
+
+
+_RAY_RE = re.compile(r"^(auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+?(:\d+)?)$")
+
+
+def ray_address_check(name: str, v: Any) -> None:
+    """``auto``, ``HOST``, ``HOST:PORT`` or ``ray://HOST:PORT``."""
+    if not (isinstance(v, str) and v.strip() and _RAY_RE.match(v.strip())):
+        raise ConfigError(f"--{name} must be auto, HOST:PORT or ray://HOST:PORT, got {v!r}")
+
+
 # ------------------------------------------------------------------------------------------------ fields
 @dataclass(frozen=True)
 class Spec:
@@ -183,16 +211,59 @@ def resume_settings(obj: object) -> dict:
     return {k: v for k, v in result_settings(obj).items() if not (k in later and v == later[k])}
 
 
+def _value_type(hint: Any) -> tuple[type | None, bool]:
+    """``(int, float, bool or str, whether None is allowed)`` of a field's type hint (``None``: another type)."""
+    optional = False
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        optional = type(None) in args
+        rest = [a for a in args if a is not type(None)]
+        hint = rest[0] if len(rest) == 1 else None
+    return (hint if hint in (int, float, bool, str) else None), optional
+
+
+_HINTS: dict[type, dict] = {}
+
+
+def _hints(cls: type) -> dict:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+_TYPE_WORDS = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}
+
+
+def check_type(name: str, v: Any, tp: type) -> None:
+    """``v`` is of the setting's declared type: an ``int`` (not a bool, not a fraction), a finite real number
+    for a ``float`` (NaN and infinities refused), a ``bool`` or a ``str``."""
+    if tp is bool:
+        ok = isinstance(v, bool)
+    elif tp is int:
+        ok = isinstance(v, int) and not isinstance(v, bool)
+    elif tp is float:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    else:
+        ok = isinstance(v, str)
+    if not ok:
+        raise ConfigError(f"--{name} must be {_TYPE_WORDS[tp]}, got {v!r}")
+
+
 def check_settings(obj: object) -> None:
-    """Every setting of ``obj`` against its declared ``check`` (one :class:`ConfigError` for the first bad one)."""
+    """Every setting of ``obj`` against its declared type (:func:`check_type`) and ``check`` (one
+    :class:`ConfigError` for the first bad one), whether it came from a flag, a config file or a record."""
+    hints = _hints(type(obj))
     for f in dataclasses.fields(obj):
         spec = f.metadata.get(_KEY)
-        if spec is None or spec.check is None:
-            continue
         v = getattr(obj, f.name)
-        if v is None and f.default is None:
+        tp, optional = _value_type(hints.get(f.name))
+        if v is None and (optional or f.default is None):
             continue
-        spec.check(f.name, v)
+        if spec is not None and spec.check is not None:  # the declared values first: its message is the sharper
+            spec.check(f.name, v)
+        if tp is not None:
+            check_type(f.name, v, tp)
 
 
 class Settings:
@@ -303,10 +374,11 @@ class ExecutorSettings(Settings):
     executor: str = setting("local", help="local or ray", runtime=True, check=OneOf(("local", "ray")))
     n_workers: int = setting(1, help="local worker processes (one torch thread each); 1: in-process",
                              runtime=True, check=POSITIVE_INT)
-    gpu_list: str | None = setting(None, help="GPU ids for local workers, e.g. '0 1 2 3'", runtime=True)
+    gpu_list: str | None = setting(None, help="GPU ids for local workers, e.g. '0 1 2 3'", runtime=True,
+                                   check=gpu_ids_check)
     gpu: float | None = setting(None, help="GPUs per job (ray)", runtime=True, check=NON_NEGATIVE)
     ray_address: str | None = setting(None, help="auto or HOST:PORT of a running Ray cluster (default: a local "
-                                                 "Ray instance)", runtime=True)
+                                                 "Ray instance)", runtime=True, check=ray_address_check)
     timeout: float | None = setting(None, help="seconds per candidate evaluation before it counts as failed",
                                     runtime=True, check=POSITIVE)
 
@@ -315,12 +387,13 @@ class ExecutorSettings(Settings):
 class DeviceSettings(Settings):
     title = "device"
 
-    device: str = setting("cpu", help="cpu, cuda or cuda:N", runtime=True)
+    device: str = setting("cpu", help="cpu, cuda, cuda:N or mps", runtime=True, check=device_check)
     num_threads: int | None = setting(None, help="torch CPU threads", runtime=True, check=POSITIVE_INT)
 
 
 __all__ = ["Bound", "OneOf", "Spec", "Settings", "setting", "redefault", "spec_of", "help_of", "runtime_fields",
-           "result_settings", "resume_settings", "later_settings", "check_settings", "NON_NEGATIVE_INT",
+           "result_settings", "resume_settings", "later_settings", "check_settings", "check_type", "device_check",
+           "gpu_ids_check", "ray_address_check", "NON_NEGATIVE_INT",
            "POSITIVE_INT", "NON_NEGATIVE", "POSITIVE", "FRACTION", "int_at_least", "DataSettings", "SgdSettings",
            "ResolutionSettings", "RobustnessSettings", "ConstraintSettings", "ExitSettings", "ExecutorSettings",
            "DeviceSettings", "DATASETS"]

@@ -130,6 +130,19 @@ def test_every_setting_has_help():
     (lambda: SupernetConfig(n_subnets=1), "--n_subnets must be an integer >= 2"),
     (lambda: SupernetConfig(val_split=0.0), "--val_split 0.0 must be in (0, 1)"),
     (lambda: SupernetConfig(kd_temperature=0.0), "--kd_temperature must be positive"),
+    # the declared type of every setting, with or without declared values
+    (lambda: SearchConfig(seed=-1), "--seed must be a non-negative integer, got -1"),
+    (lambda: SearchConfig(gpu=float("nan")), "--gpu must be"),
+    (lambda: SearchConfig(timeout=0.0), "--timeout must be positive"),
+    (lambda: SearchConfig(plots="yes"), "--plots must be true or false, got 'yes'"),
+    (lambda: SearchConfig(first_obj=3), "--first_obj must be a string, got 3"),
+    (lambda: SearchConfig(gpu_list="a b"), "--gpu_list must be GPU ids"),
+    (lambda: SearchConfig(executor="ray", ray_address="no such host!"), "--ray_address must be auto"),
+    (lambda: TrainConfig(seed=1.5), "--seed must be"),
+    (lambda: TrainConfig(seed=True), "--seed must be"),
+    (lambda: SupernetConfig(augment="yes"), "--augment must be true or false, got 'yes'"),
+    (lambda: EvalSettings(device="banana"), "--device must be cpu, cuda, cuda:N or mps, got 'banana'"),
+    (lambda: EvalSettings(pmax=float("nan")), "--pmax must be positive, got nan"),
 ])
 def test_one_validator_for_every_part(make, needle):
     from cnas.errors import ConfigError
@@ -143,6 +156,14 @@ def test_optional_settings_accept_none_and_parts_validate_once():
     EvalSettings(supernet_path="x.pth", epochs=0, grad_clip=None, mmax=None, num_threads=None).validate()
     SearchConfig(timeout=None, gpu=0.0).validate()
     SupernetConfig(max_steps_per_epoch=None).validate()
+
+
+def test_valid_values_pass_the_type_check():
+    for device in ("cpu", "cuda", "cuda:3", "mps"):
+        EvalSettings(device=device).validate()
+    SearchConfig(gpu_list="0 1,2", gpu=1, timeout=30, executor="ray", ray_address="ray://head:10001").validate()
+    SearchConfig(executor="ray", ray_address="10.0.0.1:6379").validate()
+    EvalSettings(warmup_epochs=2, pmax=3).validate()  # an int where a float is declared
 
 
 def _flags(parser) -> dict[str, str]:

@@ -15,6 +15,7 @@ Stats keys follow the original: ``top1`` is the **validation** error in %
 
 from __future__ import annotations
 
+import numbers
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -24,29 +25,35 @@ import torch
 
 from cnas import complexity
 from cnas.data import load_data, loader_labels, subset_loader
-from cnas.errors import ConfigError
+from cnas.errors import ArchError, ConfigError
 from cnas.fileio import atomic_write_json
 from cnas.models import EENetwork, build_network, get_subnet, load_supernet, recalibrate_bn
-from cnas.models.checkpoint import load_net_checkpoint, save_net_checkpoint
+from cnas.models.checkpoint import check_supernet_file, load_net_checkpoint, save_net_checkpoint
 from cnas.models.ofa_net import build_supernet
 from cnas.models.polynomial import substitute_activation
 from cnas.settings import (
     NON_NEGATIVE_INT,
     POSITIVE_INT,
+    Bound,
     ConstraintSettings,
     DataSettings,
     DeviceSettings,
     ExitSettings,
+    OneOf,
     RobustnessSettings,
     setting,
 )
-from cnas.spaces import exit_mask, get_space, space_for_arch
-from cnas.spaces.geometry import binary_heads
+from cnas.spaces import SPACES, exit_mask, get_space, space_for_arch
+from cnas.spaces.geometry import MAX_RESOLUTION, binary_heads
 from cnas.training.early_exit import EEConfig, balanced_subset, exit_costs, measure_exits, train_exits
 from cnas.training.robustness import sigma_grid, top1_robust, weight_robustness
-from cnas.training.trainer import TrainConfig, TrainResult, evaluate, train, use_channels_last
+from cnas.training.trainer import TrainConfig, TrainResult, check_device, evaluate, train, use_channels_last
 
 STATS_DECIMALS = 2
+#: An input resolution: whole pixels per side, at most :data:`cnas.spaces.geometry.MAX_RESOLUTION`.
+RESOLUTION = Bound(integer=True, lo=1, hi=MAX_RESOLUTION, why="whole pixels per side")
+#: The resolution at which :func:`preflight` opens the data when the settings give none.
+PREFLIGHT_RESOLUTION = 32
 
 
 @dataclass
@@ -56,8 +63,8 @@ class EvalSettings(DeviceSettings, ExitSettings, ConstraintSettings, RobustnessS
     :mod:`cnas.settings`) plus the arch, weights and what to keep. Field names follow the original's flags."""
 
     search_space: str | None = setting(None, help="mobilenetv3, eemobilenetv3 or cbnmobilenetv3 (default: "
-                                                  "guessed from the arch's keys)")
-    resolution: int | None = setting(None, help="input resolution when the arch has no 'r'", check=POSITIVE_INT)
+                                                  "guessed from the arch's keys)", check=OneOf(tuple(SPACES)))
+    resolution: int | None = setting(None, help="input resolution when the arch has no 'r'", check=RESOLUTION)
     num_workers: int = setting(0, help="data-loading worker processes (0: in the main process)", runtime=True,
                                check=NON_NEGATIVE_INT)
     supernet_path: str | None = setting(None, help="OFA supernet checkpoint to inherit weights from (see "
@@ -74,6 +81,11 @@ class EvalSettings(DeviceSettings, ExitSettings, ConstraintSettings, RobustnessS
 
     def validate(self) -> "EvalSettings":
         super().validate()
+        check_device("device", self.device)
+        if self.eval_robust:
+            sigma_grid(self.sigma_min, self.sigma_max, self.sigma_step)
+            if self.n_draws < 1:
+                raise ConfigError("--eval_robust needs --n_draws of at least 1 (noise draws per level)")
         if self.epochs == 0 and not (self.supernet_path and self.pretrained):
             raise ConfigError("--n_epochs 0 measures the weights as they are: it needs inherited weights "
                               "(--supernet_path, with --pretrained true); without them the network is untrained")
@@ -192,16 +204,57 @@ def _round(v):
 
 
 def resolve_arch(arch: dict, settings: EvalSettings) -> tuple[dict, int]:
-    """Validate ``arch`` against the settings' space; return it (canonical) and its resolution."""
-    r = arch.get("r", settings.resolution) if isinstance(arch, dict) else None
+    """Validate ``arch`` against the settings' space (and its exits against ``--method``); return it (canonical)
+    and its resolution."""
+    if not isinstance(arch, dict):
+        raise ArchError(f"an architecture must be a JSON object with ks, e, d (and r); got {type(arch).__name__}")
+    r = arch.get("r", settings.resolution)
     if r is None:
         raise ConfigError("the architecture has no 'r' and no --resolution was given (e.g. --resolution 32)")
+    if (isinstance(r, numbers.Integral) and not isinstance(r, bool)) or (isinstance(r, float) and r.is_integer()):
+        r = int(r)
+    if isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= MAX_RESOLUTION:
+        raise ArchError(f"the architecture's resolution 'r' must be an integer in [1, {MAX_RESOLUTION}], got {r!r}")
     if settings.search_space:
         space = get_space(settings.search_space, lr=int(r), ur=int(r))
     else:
         space = space_for_arch(arch, lr=int(r), ur=int(r))
     canon = space.validate({k: v for k, v in arch.items() if k != "r"} | {"r": int(r)})
+    if any(exit_mask(canon)):
+        exit_method(canon, settings)
     return dict(sorted((canon | {"r": int(r)}).items())), int(r)
+
+
+def exit_method(arch: dict, settings: EvalSettings) -> str:
+    """How the exits of the early-exit ``arch`` train: ``--method``, else by its keys (``b``: bernulli)."""
+    method = settings.method or ("bernulli" if binary_heads(arch) else "joint")
+    if method == "bernulli" and "b" not in arch:
+        raise ConfigError("--method bernulli needs binary exit heads (NACHOS 'b' archs, cbnmobilenetv3); "
+                          "EDANAS 't' archs train with --method joint")
+    return method
+
+
+def preflight(settings: EvalSettings) -> None:
+    """Check, without training, everything about ``settings`` that could stop an evaluation, so that bad input
+    stops before any work starts or any file is written: every setting (:meth:`EvalSettings.validate`), the
+    dataset (``--data``'s existence and kind, then the data opened as an evaluation opens it: its files, their
+    format, the class count, the validation split) and, when weights are inherited, the supernet of
+    ``--supernet_path`` (:func:`cnas.models.checkpoint.check_supernet_file`: missing, empty, truncated, not a
+    supernet, another width, space or class count). Raises a :class:`~cnas.errors.UsageError` (one line); keeps
+    nothing in memory and leaves torch's random state as it was."""
+    preflight_classes(settings)
+
+
+def preflight_classes(settings: EvalSettings) -> int:
+    """:func:`preflight`, returning the class count of the data."""
+    settings.validate()
+    with torch.random.fork_rng(devices=[]):
+        loaders = load_data(settings.dataset, settings.data, resolution=settings.resolution or PREFLIGHT_RESOLUTION,
+                            val_split=settings.val_split, batch_size=settings.batch_size, seed=settings.seed,
+                            n_classes=settings.n_classes, num_workers=0, device="cpu")
+    if settings.supernet_path and settings.pretrained:
+        check_supernet_file(settings.supernet_path, loaders.n_classes)
+    return loaders.n_classes
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -320,10 +373,7 @@ def train_early_exits(run: Run, log: Callable[[str], None] | None = None) -> Non
     """Step 3 (early-exit archs): add the exits (unless the checkpoint brought them) and train them (``joint``:
     with the backbone, or on it frozen when it was measured untrained; ``bernulli``: on the frozen backbone)."""
     s, arch = run.settings, run.arch
-    method = s.method or ("bernulli" if binary_heads(arch) else "joint")
-    if method == "bernulli" and "b" not in arch:
-        raise ConfigError("--method bernulli needs binary exit heads (NACHOS 'b' archs, cbnmobilenetv3); "
-                          "EDANAS 't' archs train with --method joint")
+    method = exit_method(arch, s)
     # a backbone measured without training stays as it was measured
     run.ee = EEConfig.from_settings(s, method=method, freeze_backbone=run.init.kind != "random" and s.epochs == 0)
     if run.network is None:
@@ -443,5 +493,5 @@ def evaluate_candidate(task: CandidateTask, device: str | None = None) -> dict:
 
 
 __all__ = ["EvalSettings", "CandidateTask", "Init", "Outputs", "Run", "run_pipeline", "evaluate_arch",
-           "evaluate_candidate", "resolve_arch", "setup", "load_run_data", "initialise",
+           "evaluate_candidate", "resolve_arch", "preflight", "setup", "load_run_data", "initialise",
            "train_backbone", "train_early_exits", "measure", "write_outputs"]

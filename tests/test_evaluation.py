@@ -229,3 +229,81 @@ def test_checkpoint_initialisation_and_bn_recal_images(tmp_path, monkeypatch):
         EvalSettings(bn_recal_images=0).validate()
     with pytest.raises(ConfigError, match="needs a file"):
         Init("checkpoint")
+
+
+# ------------------------------------------------------------------------------------------------ preflight
+@pytest.fixture(scope="module")
+def supernet_files(tmp_path_factory):
+    """Supernet files in the real formats: a cnas digits supernet, a truncated and an empty copy, a width-1.2 one,
+    one of another class count and one of another space, a network checkpoint and a text file."""
+    from cnas.models import build_supernet, save_supernet
+
+    d = tmp_path_factory.mktemp("supernets")
+    torch.manual_seed(0)
+    net = build_supernet(10)
+    save_supernet(d / "ok.pth", net, {"dataset": "digits"})
+    data = (d / "ok.pth").read_bytes()
+    (d / "truncated.pth").write_bytes(data[: len(data) // 2])
+    (d / "empty.pth").write_bytes(b"")
+    (d / "text.pth").write_text("not a checkpoint\n")
+    torch.save({"state_dict": build_supernet(1000, width_mult=1.2).state_dict()}, d / "wide.pth")
+    save_supernet(d / "classes.pth", build_supernet(5))
+    save_supernet(d / "space.pth", net, {"ks_list": [3, 5]})
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "arch": small(), "n_classes": 10}, d / "net.pth")
+    (d / "folder.pth").mkdir()
+    return d
+
+
+def test_preflight_accepts_valid_settings_and_leaves_the_random_state(supernet_files):
+    from cnas.evaluation import preflight
+
+    state = torch.get_rng_state()
+    assert preflight(EvalSettings(**FAST)) is None
+    assert preflight(EvalSettings(**{**FAST, "epochs": 0, "supernet_path": str(supernet_files / "ok.pth")})) is None
+    assert torch.equal(state, torch.get_rng_state())
+
+
+@pytest.mark.parametrize("name, needle", [
+    ("missing.pth", "does not exist"), ("folder.pth", "is a folder"), ("empty.pth", "is an empty file"),
+    ("truncated.pth", "not a torch checkpoint"), ("text.pth", "not a torch checkpoint"),
+    ("wide.pth", "width-1.2"), ("classes.pth", "trained for 5 classes"), ("space.pth", "another space"),
+    ("net.pth", "no MobileNetV3 supernet weights"),
+])
+def test_preflight_refuses_a_bad_supernet(supernet_files, name, needle):
+    from cnas.errors import CheckpointError
+    from cnas.evaluation import preflight
+
+    with pytest.raises(CheckpointError, match=needle) as err:
+        preflight(EvalSettings(**FAST, supernet_path=str(supernet_files / name)))
+    assert "--supernet_path" in str(err.value) or name in str(err.value)
+    assert "weights_only=False" not in str(err.value)
+
+
+@pytest.mark.parametrize("kw, needle", [
+    (dict(dataset="cifar10"), "pass --data"), (dict(dataset="cifar10", data="nowhere"), "does not exist"),
+    (dict(dataset="cifar10", data="file"), "is a file"), (dict(dataset="cifar10", data="."), "holds no"),
+    (dict(dataset="cifar10", data="bad"), "cannot read"), (dict(n_classes=7), "--n_classes 7"),
+    (dict(dataset="banana"), "unknown dataset"),
+])
+def test_preflight_refuses_bad_data(tmp_path, monkeypatch, kw, needle):
+    from cnas.errors import DataError
+    from cnas.evaluation import preflight
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("x")
+    batches = tmp_path / "bad" / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+        (batches / name).write_bytes(b"\x80\x04 truncated")
+    with pytest.raises(DataError, match=needle):
+        preflight(EvalSettings(**{**FAST, **kw}))
+
+
+@pytest.mark.parametrize("kw", [dict(lr=float("nan")), dict(device="banana"), dict(momentum=-1.0),
+                                dict(resolution=100000), dict(search_space="resnet"), dict(seed=-1),
+                                dict(eval_robust=True, sigma_min=0.2, sigma_max=0.1), dict(warmup_epochs=float("inf"))])
+def test_preflight_refuses_bad_settings(kw):
+    from cnas.evaluation import preflight
+
+    with pytest.raises(ConfigError):
+        preflight(EvalSettings(**{**FAST, **kw}))

@@ -23,6 +23,7 @@ Deviations from the original (``NasSearchSpace ofa/evaluator.py``):
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -31,12 +32,12 @@ import torch
 import torch.nn as nn
 from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
 
-from cnas.errors import CheckpointError, ConfigError
+from cnas.errors import ArchError, CheckpointError, ConfigError
 from cnas.fileio import atomic_torch_save, load_torch_file
 from cnas.models.early_exit import build_network
 from cnas.models.ofa_net import build_supernet
-from cnas.spaces import DEPTHS, EXPANSIONS, KERNELS
-from cnas.spaces.geometry import BASE_STAGE_WIDTH, WIDTH_MULTS, make_divisible
+from cnas.spaces import DEPTHS, EXPANSIONS, KERNELS, space_for_arch
+from cnas.spaces.geometry import BASE_STAGE_WIDTH, MAX_RESOLUTION, WIDTH_MULTS, make_divisible
 
 HEAD_MODES = ("reinit", "slice")
 FORMAT = "cnas-supernet"
@@ -201,6 +202,48 @@ def load_supernet(
     return net
 
 
+def check_supernet_file(path: str | os.PathLike, n_classes: int, flag: str = "--supernet_path",
+                        width_mult: float | None = 1.0, same_classes: bool = True) -> dict:
+    """Open the supernet file ``path`` as :func:`load_supernet` would and refuse, with one line naming ``flag``,
+    what does not fit: a missing path, a folder, an empty, truncated or unreadable file, a file that is no
+    MobileNetV3 d234/e346/k357 supernet (keys, shapes), one of another width than ``width_mult`` (None: any
+    official width), a cnas supernet of another search space (its recorded kernel, expansion and depth choices)
+    or, with ``same_classes``, a cnas supernet trained for another class count than ``n_classes`` (an official
+    1000-class ImageNet head is always replaced). Nothing is kept and torch's random state is left as it was.
+    Returns the file's ``meta`` (``{}`` for an official checkpoint)."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{flag} {p} does not exist; train one with python -m cnas.supernet or put the "
+                              "official OFA weights there (see supernets/README.md)")
+    if not p.is_file():
+        raise CheckpointError(f"{flag} {p} is a folder, not a supernet checkpoint file")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"{flag} {p} is an empty file; train the supernet again (python -m cnas.supernet)")
+    sd, meta = read_checkpoint(p)
+    if meta and meta.get("format") not in (None, FORMAT):
+        raise CheckpointError(f"{flag} {p} holds a {meta.get('format')!r} file, not a supernet")
+    choices = {"ks_list": list(KERNELS), "expand_ratio_list": list(EXPANSIONS), "depth_list": list(DEPTHS)}
+    for key, want in choices.items():
+        if key in meta and list(meta[key] or []) != want:
+            raise CheckpointError(f"{flag} {p} is a supernet of another space ({key} {meta[key]}, cnas's spaces "
+                                  f"use {want}); train one with python -m cnas.supernet")
+    if _find(sd, "first_conv.conv.weight") is None or _find(sd, "final_expand_layer.conv.weight") is None:
+        raise CheckpointError(f"{flag} {p} holds no MobileNetV3 supernet weights (no first_conv or "
+                              "final_expand_layer); give a cnas.supernet checkpoint or the official OFA weights")
+    width = infer_width(p, sd, meta)
+    if width_mult is not None and width != float(width_mult):
+        raise CheckpointError(f"{flag} {p} is a width-{width:g} supernet; cnas's spaces and complexity counts are "
+                              f"width {float(width_mult):g} (use ofa_mbv3_d234_e346_k357_w1.0 or a cnas.supernet "
+                              "checkpoint)")
+    classes = meta.get("n_classes")
+    if same_classes and meta and classes is not None and classes != n_classes:
+        raise CheckpointError(f"{flag} {p} was trained for {classes} classes but the data has {n_classes}; "
+                              "train a supernet on this data (python -m cnas.supernet)")
+    with torch.random.fork_rng(devices=[]):
+        load_supernet(p, n_classes, width_mult=width)  # every key and shape against the network
+    return meta
+
+
 def save_supernet(path: str | os.PathLike, supernet: OFAMobileNetV3, meta: dict | None = None) -> Path:
     """Write ``supernet`` atomically in cnas's format ``{"state_dict": ..., "meta": {...}}``.
 
@@ -276,20 +319,38 @@ def load_net_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
         raise CheckpointError(f"checkpoint {path} has a {ck['n_classes']}-class head but the data has {n_classes} "
                               "classes; pass the search's --dataset/--n_classes")
     meta = {k: v for k, v in ck.items() if k != "state_dict"}
-    r = int(ck.get("resolution") or ck["arch"].get("r") or 0)
-    if r < 1:
-        raise _fail(path, "has no resolution")
+    classes = ck["n_classes"]
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+        raise _fail(path, f"'n_classes' must be a positive integer, found {classes!r}")
+    r = ck.get("resolution") or ck["arch"].get("r")
+    if isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= MAX_RESOLUTION:
+        raise _fail(path, f"'resolution' (or the arch's 'r') must be an integer in [1, {MAX_RESOLUTION}], "
+                          f"found {r!r}")
     meta["resolution"] = r
+    thresholds = ck.get("thresholds") or []
+    if not isinstance(thresholds, (list, tuple)) or not all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) for t in thresholds):
+        raise _fail(path, f"'thresholds' must be a list of numbers, found {thresholds!r}")
+    sd = ck["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in sd.items()):
+        raise _fail(path, "'state_dict' is not a dict of named tensors")
     if model is None:
-        model = build_network(ck["arch"], int(ck["n_classes"]), resolution=r)
+        try:
+            space_for_arch(ck["arch"], lr=r, ur=r).validate({**ck["arch"], "r": r})
+        except ArchError as exc:
+            raise _fail(path, f"its arch is not valid ({exc})") from None
+        model = build_network(ck["arch"], classes, resolution=r)
         fits = "its arch"
     else:
         fits = "the network"
     try:  # torch's strict loading (ofa's override renames keys and asserts on unknown ones)
-        nn.Module.load_state_dict(model, ck["state_dict"], strict=True)
-    except RuntimeError as exc:
-        why = " ".join(str(exc).split())
+        nn.Module.load_state_dict(model, sd, strict=True)
+    except (RuntimeError, ValueError, KeyError, AssertionError) as exc:
+        why = " ".join(str(exc).split()) or type(exc).__name__
         raise CheckpointError(f"checkpoint {path} does not fit {fits} ({why[:200]})") from None
-    if hasattr(model, "thresholds") and ck.get("thresholds"):
-        model.thresholds = [float(t) for t in ck["thresholds"]]
+    if hasattr(model, "thresholds") and thresholds:
+        n = len(model.thresholds)
+        if len(thresholds) not in (n - 1, n):
+            raise _fail(path, f"holds {len(thresholds)} exit thresholds for a network with {n} exits")
+        model.thresholds = [float(t) for t in thresholds]
     return model, meta

@@ -58,6 +58,8 @@ CHANNEL_DIVISOR = 8
 #: Width multipliers of the official OFA MobileNetV3 checkpoints (``..._w1.0``, ``..._w1.2``).
 WIDTH_MULTS = (1.0, 1.2)
 INPUT_CHANNELS = 3
+#: The largest input resolution (pixels per side) that cnas accepts: beyond any image set it is built for.
+MAX_RESOLUTION = 4096
 STEM_KERNEL, STEM_STRIDE = 3, 2
 FIRST_BLOCK_KERNEL, FIRST_BLOCK_STRIDE, FIRST_BLOCK_EXPANSION = 3, 1, 1
 #: Channels at width 1.0 of the stem, first block, stages 1..5, final expand and feature mix (ofa's order).

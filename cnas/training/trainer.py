@@ -20,15 +20,44 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnas.errors import ConfigError
+from cnas.errors import CheckpointError, ConfigError
 from cnas.fileio import atomic_torch_save, load_torch_file
 from cnas.progress import progress_bar
-from cnas.settings import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, OneOf, SgdSettings, setting
+from cnas.settings import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, Bound, OneOf, SgdSettings, setting
 from cnas.training.sam import SAM, frozen_bn_stats
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+#: A seed: what numpy's and torch's generators both take.
+SEED = Bound(integer=True, lo=0, hi=2**32 - 1, why="a 32-bit seed")
+#: The torch device types cnas trains on.
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def check_device(name: str, value: Any) -> None:
+    """A device setting ``--<name>``: ``cpu``, ``cuda`` or ``cuda:N`` (or ``mps``), as torch spells it; nothing
+    is initialised (the device may be another machine's, as a Ray worker's)."""
+    try:
+        dev = torch.device(value) if isinstance(value, str) else None
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in DEVICE_TYPES:
+        raise ConfigError(f"--{name} must be cpu, cuda or cuda:N, got {value!r}")
+
+
+def check_device_here(device: str, name: str = "device") -> None:
+    """Refuse a CUDA device this machine does not have (for a command that trains where it starts)."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ConfigError(f"--{name} {device}: no CUDA device is visible on this machine; use --{name} cpu")
+    if dev.index is not None and dev.index >= count:
+        raise ConfigError(f"--{name} {device}: this machine has {count} CUDA device(s), ids 0..{count - 1}")
 
 
 @dataclass
@@ -53,7 +82,7 @@ class TrainConfig(SgdSettings):
     channels_last: bool | None = setting(None, help="channels-last memory layout (default: by device, on for CPU "
                                                     "and off for CUDA; see benchmarks/training.py)")
     progress: bool = setting(False, help="progress bars", runtime=True)
-    seed: int = setting(42, help="seed of the initialization, batch order and augmentation")
+    seed: int = setting(42, help="seed of the initialization, batch order and augmentation", check=SEED)
 
 
 @dataclass
@@ -140,6 +169,19 @@ def evaluate(model: nn.Module, loader, device: torch.device | str = "cpu", amp: 
     return {"loss": loss_sum / n, "acc": correct / n, "n": n}
 
 
+STATE_KEYS = ("model", "optimizer", "scheduler", "history", "best_epoch", "best_score", "best_state", "rng", "config")
+
+
+def read_training_state(path: str | os.PathLike, cfg: TrainConfig) -> dict:
+    """The resumable training state at ``path`` (read with ``weights_only=True``), refused with one line when it
+    is unreadable, not a cnas training state or written with another recipe than ``cfg``."""
+    state = load_torch_file(path, what="training checkpoint")
+    if not isinstance(state, dict) or not set(STATE_KEYS) <= set(state):
+        raise CheckpointError(f"{path} is not a cnas training state; delete it to start over")
+    _check_resumable(str(path), state, cfg)
+    return state
+
+
 def _check_resumable(path: str, state: Any, cfg: TrainConfig) -> None:
     """Refuse to resume a training state written with another recipe (``progress`` may differ)."""
     old = dict(state.get("config") or {}) if isinstance(state, dict) else {}
@@ -184,8 +226,7 @@ def train(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, device: 
     start_epoch = 0
     if checkpoint_path is not None:
         if os.path.exists(checkpoint_path):
-            state = load_torch_file(checkpoint_path, what="training checkpoint")
-            _check_resumable(checkpoint_path, state, cfg)
+            state = read_training_state(checkpoint_path, cfg)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])

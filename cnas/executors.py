@@ -21,9 +21,10 @@ Kinds
     time from a shared pending queue, so a slow candidate holds back only its own slot. A worker that dies
     (``os._exit``, SIGKILL, the OOM killer) turns its item into a failure record naming the exit code
     (or, with ``retries=k``, re-runs it up to k times); a replacement worker takes its slot and the other
-    items are not affected. ``timeout`` seconds per item: the worker is killed and the item recorded as a
-    timeout. Ctrl-C kills the workers and re-raises KeyboardInterrupt. Workers are not daemonic, so ``fn``
-    may start its own processes (DataLoader workers).
+    items are not affected. ``timeout`` seconds per item, counted from when the worker has unpacked the
+    item and calls ``fn`` (a fresh worker's start-up and imports do not count): the worker is killed and the
+    item recorded as a timeout. Ctrl-C kills the workers and re-raises KeyboardInterrupt. Workers are not
+    daemonic, so ``fn`` may start its own processes (DataLoader workers).
 ``ray``
     One Ray task per item with ``num_cpus=cpus_per_job`` and ``num_gpus=gpus_per_job`` (Ray sets
     ``CUDA_VISIBLE_DEVICES`` for the task, so the device is again ``cuda:0``). ``ray_address``: ``None``
@@ -320,8 +321,10 @@ def _worker_main(conn, env: dict[str, str], device: str, threads: int | None, na
         index, payload = msg
         t0 = time.perf_counter()
         try:
-            fn, item = pickle.loads(payload)
+            fn, item = pickle.loads(payload)  # the first item imports fn's modules: start-up, not the item's work
             _set_threads(threads)  # fn may have changed it for the previous item
+            conn.send(("started", index))
+            t0 = time.perf_counter()
             value = fn(item, device=device)
             reply = ("ok", index, value, time.perf_counter() - t0)
         except BaseException as err:  # noqa: BLE001 - SystemExit too: the parent must hear of it
@@ -346,6 +349,7 @@ class _Worker:
         child.close()
         self.ready = False
         self.task: tuple[int, float, int] | None = None  # (index, start time, attempt)
+        self.started = False  # the worker has unpacked the task and runs fn: its timeout counts from then
 
     def kill(self) -> None:
         if self.proc.is_alive():
@@ -455,7 +459,7 @@ class ProcessPoolExecutor(_BaseExecutor):
                             continue
                         pending.popleft()
                         attempts[k] += 1
-                        w.task = (k, time.monotonic(), attempts[k])
+                        w.task, w.started = (k, time.monotonic(), attempts[k]), False
                 live = [w for w in self._workers if w is not None]
                 bar.running_now(sum(1 for w in live if w.task))
                 waits = [w.conn for w in live] + [w.proc.sentinel for w in live]
@@ -479,7 +483,8 @@ class ProcessPoolExecutor(_BaseExecutor):
                         if w.proc.sentinel in ready or not w.proc.is_alive():
                             self._died(i, w, pending, attempts, labels, record)
                             continue
-                    if w.task is not None and self.timeout is not None and now - w.task[1] > self.timeout:
+                    if w.task is not None and w.started and self.timeout is not None \
+                            and now - w.task[1] > self.timeout:
                         k, t0, _ = w.task
                         w.kill()
                         self._workers[i] = None
@@ -498,7 +503,7 @@ class ProcessPoolExecutor(_BaseExecutor):
         if self.timeout is not None:
             now = time.monotonic()
             for w in live:
-                if w.task is not None:
+                if w.task is not None and w.started:
                     t = min(t, max(0.0, w.task[1] + self.timeout - now) + 0.01)
         return t
 
@@ -506,6 +511,10 @@ class ProcessPoolExecutor(_BaseExecutor):
         kind = msg[0]
         if kind == "ready":
             w.ready = True
+            return
+        if kind == "started":  # the clock of a timeout starts here, after the worker's imports
+            if w.task is not None and w.task[0] == msg[1]:
+                w.task, w.started = (w.task[0], time.monotonic(), w.task[2]), True
             return
         _, index, payload, seconds = msg
         if w.task is None or w.task[0] != index:  # pragma: no cover - protocol violation
@@ -847,6 +856,58 @@ def _gpu_slots(gpu_list: Sequence[int], gpus_per_job: int, threads: int | None) 
     return slots
 
 
+def parse_gpu_list(text: str | Sequence | None) -> list[int] | None:
+    """``--gpu_list`` (``"0 1 2 3"``, ``"0,1"`` or a list) as GPU ids; None when not given."""
+    if text is None:
+        return None
+    items = str(text).replace(",", " ").split() if isinstance(text, (str, int)) else list(text)
+    ids = []
+    for g in items:
+        if isinstance(g, bool) or not str(g).strip().isdigit():
+            raise ConfigError(f"--gpu_list: {g!r} is not a GPU id (use integers >= 0 such as --gpu_list '0 1')")
+        ids.append(int(g))
+    if not ids:
+        raise ConfigError("--gpu_list is empty; list GPU ids such as --gpu_list '0 1' or leave it out")
+    return ids
+
+
+def check_executor_settings(kind: str = "local", n_workers: int | None = None,
+                            gpu_list: Sequence[int] | None = None, gpus_per_job: float | None = None,
+                            cpus_per_job: float = 1, ray_address: str | None = None, timeout: float | None = None,
+                            retries: int | None = None) -> None:
+    """Every check of :func:`get_executor` without starting anything (no worker, no Ray instance): the kind, the
+    counts, the GPU ids against this machine's devices, and that a Ray head at ``ray_address`` answers.
+    Raises a one-line :class:`ConfigError`."""
+    kind = str(kind).lower()
+    if kind not in KINDS:
+        raise ConfigError(f"--executor {kind!r}: choose one of {', '.join(KINDS)}")
+    if n_workers is not None and (not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1):
+        raise ConfigError(f"--n_workers must be an integer >= 1, got {n_workers!r}")
+    if not (isinstance(cpus_per_job, (int, float)) and math.isfinite(cpus_per_job) and cpus_per_job > 0):
+        raise ConfigError(f"CPUs per job must be positive, got {cpus_per_job!r}")
+    if gpus_per_job is not None and not (isinstance(gpus_per_job, (int, float)) and math.isfinite(gpus_per_job)
+                                         and gpus_per_job >= 0):
+        raise ConfigError(f"--gpu (GPUs per job) must be a number >= 0, got {gpus_per_job!r}")
+    if timeout is not None and not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+        raise ConfigError(f"--timeout must be a positive number of seconds, got {timeout!r}")
+    if retries is not None and (not isinstance(retries, int) or retries < 0):
+        raise ConfigError(f"--retries must be an integer >= 0, got {retries!r}")
+    if kind == "ray":
+        if gpu_list:
+            raise ConfigError("--gpu_list applies to --executor local; Ray assigns GPUs itself (use --gpu for "
+                              "GPUs per job)")
+        if ray_address is not None and ray_address != "auto":
+            _check_reachable(ray_address)
+        return
+    if ray_address is not None:
+        raise ConfigError("--ray_address needs --executor ray")
+    if gpu_list:
+        gpj = 1 if gpus_per_job is None else gpus_per_job
+        if gpj != int(gpj):
+            raise ConfigError(f"--gpu {gpj}: local GPU jobs take whole GPUs")
+        _gpu_slots(list(gpu_list), int(gpj), 1)
+
+
 def get_executor(kind: str = "local", n_workers: int | None = None, gpu_list: Sequence[int] | None = None,
                  gpus_per_job: float | None = None, cpus_per_job: float = 1, ray_address: str | None = None,
                  timeout: float | None = None, retries: int | None = None, progress: bool = True) -> Executor:
@@ -867,11 +928,12 @@ def get_executor(kind: str = "local", n_workers: int | None = None, gpu_list: Se
         raise ConfigError(f"--executor {kind!r}: choose one of {', '.join(KINDS)}")
     if n_workers is not None and (not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1):
         raise ConfigError(f"--n_workers must be an integer >= 1, got {n_workers!r}")
-    if not cpus_per_job or cpus_per_job <= 0:
+    if not (isinstance(cpus_per_job, (int, float)) and math.isfinite(cpus_per_job) and cpus_per_job > 0):
         raise ConfigError(f"CPUs per job must be positive, got {cpus_per_job!r}")
-    if gpus_per_job is not None and gpus_per_job < 0:
-        raise ConfigError(f"--gpu (GPUs per job) must be >= 0, got {gpus_per_job!r}")
-    if timeout is not None and not timeout > 0:
+    if gpus_per_job is not None and not (isinstance(gpus_per_job, (int, float)) and math.isfinite(gpus_per_job)
+                                         and gpus_per_job >= 0):
+        raise ConfigError(f"--gpu (GPUs per job) must be a number >= 0, got {gpus_per_job!r}")
+    if timeout is not None and not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
         raise ConfigError(f"--timeout must be a positive number of seconds, got {timeout!r}")
     if retries is not None and (not isinstance(retries, int) or retries < 0):
         raise ConfigError(f"--retries must be an integer >= 0, got {retries!r}")
@@ -903,5 +965,5 @@ def get_executor(kind: str = "local", n_workers: int | None = None, gpu_list: Se
     return ProcessPoolExecutor(slots, timeout=timeout, retries=retries or 0, progress=progress)
 
 
-__all__ = ["TaskResult", "Executor", "get_executor", "InProcessExecutor", "ProcessPoolExecutor", "RayExecutor",
-           "Slot", "format_error", "KINDS"]
+__all__ = ["TaskResult", "Executor", "get_executor", "check_executor_settings", "parse_gpu_list",
+           "InProcessExecutor", "ProcessPoolExecutor", "RayExecutor", "Slot", "format_error", "KINDS"]

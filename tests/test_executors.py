@@ -293,3 +293,32 @@ def test_ray_gpu_jobs_on_a_cpu_cluster_is_a_config_error(ray_ex):
         pytest.skip("the test Ray instance has GPUs")
     with pytest.raises(ConfigError, match="GPU"):
         get_executor("ray", gpus_per_job=1, progress=False)
+
+
+SLOW_IMPORT = '''import os
+import time
+
+if str(os.getpid()) != os.environ.get("CNAS_TEST_PARENT"):
+    time.sleep(4)  # a worker's first import of this module: its start-up, not the item's work
+
+
+def quick(item, device="cpu"):
+    return item
+'''
+
+
+def test_timeout_counts_the_items_work_not_the_workers_imports(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    (tmp_path / "cnas_slow_import.py").write_text(SLOW_IMPORT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("CNAS_TEST_PARENT", str(os.getpid()))
+    mod = importlib.import_module("cnas_slow_import")
+    try:
+        with get_executor(n_workers=1, timeout=2, progress=False) as ex:
+            res = ex.map(mod.quick, [1, 2])
+    finally:
+        sys.modules.pop("cnas_slow_import", None)
+    assert [r.ok for r in res] == [True, True], [r.error for r in res]
+    assert [r.value for r in res] == [1, 2]

@@ -10,6 +10,11 @@ Layout of a search folder (compatible with the original where it matters)::
     <save>/iter_X/net_Y/ckpt.pth       trained weights (--save_ckpt)
     <save>/iter_X.stats                the archive and the iteration's record (written atomically, X >= 0)
     <save>/failed/it_X_net_Y/          archs whose evaluation failed: net_Y.subnet + error.txt
+    <save>/.lock                       while a process works in the folder: its pid (:class:`FolderLock`)
+
+A folder with ``config.json`` and no ``iter_X.stats`` is a search stopped during its initial design
+(:meth:`RunStore.unfinished_design`): the same command, or ``--resume <save>/iter_0``, draws the design again from
+the seed and reuses its finished net folders (:func:`resume_point`).
 
 ``iter_X.stats`` keeps the original's keys (``archive`` as ``[[arch, f1, f2, ...], ...]``, ``candidates``,
 ``first_surrogate``, ``sec_surrogate``, ``hv``, ``alpha_norm``) and adds what resuming and reading need:
@@ -20,6 +25,7 @@ Layout of a search folder (compatible with the original where it matters)::
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -27,7 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from cnas.errors import ConfigError, StatsFileError
-from cnas.fileio import atomic_write_json, atomic_write_text, read_json
+from cnas.fileio import FolderLock, atomic_write_json, atomic_write_text, read_json, remove_temp_files
 from cnas.spaces.geometry import arch_key
 
 STATS_FORMAT = "cnas-iter-stats/1"
@@ -121,11 +127,25 @@ class IterRecord:
 
     @classmethod
     def from_json(cls, d: dict, path: Path, iteration: int) -> "IterRecord":
+        """Read and check a whole record: a cnas file (it has ``format``) must hold every field, each of its type
+        (the random state one numpy accepts, a reference point of finite numbers, one per objective, archive rows
+        of one arch and one number per objective) and no unknown key; the original's holds ``archive`` rows."""
         def bad(what: str) -> StatsFileError:
             return StatsFileError(f"{path}: {what}; the file is damaged (resume from an earlier iter_X.stats)")
 
         if not isinstance(d, dict) or "archive" not in d:
             raise StatsFileError(f"{path} is not an iteration stats file (no 'archive' key)")
+        cnas_file = "format" in d
+        if cnas_file:
+            if d["format"] != STATS_FORMAT:
+                raise StatsFileError(f"{path}: format {d['format']!r} is not {STATS_FORMAT!r}; this cnas cannot "
+                                     "read it")
+            unknown = sorted(set(d) - STATS_KEYS)
+            if unknown:
+                raise bad(f"unknown key(s) {', '.join(map(repr, unknown))}")
+            missing = sorted(k for k in ("iteration", "objectives", "entries", "rng_state", "ref_point") if k not in d)
+            if missing:
+                raise bad(f"key(s) {', '.join(map(repr, missing))} missing")
         if not isinstance(d["archive"], list):
             raise StatsFileError(f"{path}: 'archive' must be a list of [arch, f1, f2, ...]")
         for i, row in enumerate(d["archive"]):
@@ -134,27 +154,50 @@ class IterRecord:
         objectives = d.get("objectives") or []
         if not isinstance(objectives, list) or not all(isinstance(o, str) for o in objectives):
             raise bad("'objectives' is not a list of names")
+        if cnas_file:
+            if not objectives:
+                raise bad("'objectives' is empty")
+            if d["iteration"] != iteration or isinstance(d["iteration"], bool):
+                raise bad(f"'iteration' is {d['iteration']!r}, not the {iteration} of its name")
+            for i, row in enumerate(d["archive"]):
+                if len(row) != 1 + len(objectives) or not all(_number(v, nan_ok=True) for v in row[1:]):
+                    raise bad(f"archive row {i} is not [arch, {', '.join(objectives)}]")
         rec = cls(int(d.get("iteration", iteration)) if isinstance(d.get("iteration", iteration), int) else iteration,
                   objectives, d["archive"])
-        if isinstance(d.get("hv"), (int, float)):
+        if _number(d.get("hv"), nan_ok=True):
             rec.hv = float(d["hv"])
-        if isinstance(d.get("alpha_norm"), (int, float)):
+        elif cnas_file:
+            raise bad(f"'hv' is {d.get('hv')!r}, not a number")
+        if _number(d.get("alpha_norm")):
             rec.alpha_norm = float(d["alpha_norm"])
-        if d.get("entries") is None:
+        elif cnas_file and d.get("alpha_norm") is not None:
+            raise bad(f"'alpha_norm' is {d.get('alpha_norm')!r}, not a finite number")
+        if d.get("entries") is None and not cnas_file:
             return rec
+        if not isinstance(d.get("entries"), list):
+            raise bad("'entries' is not a list")
         try:
             rec.entries = [Entry.from_json(e) for e in d["entries"]]
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StatsFileError(f"{path}: a malformed 'entries' item ({exc})") from None
+        for i, e in enumerate(rec.entries):
+            if not (isinstance(e.arch, dict) and isinstance(e.stats, dict)):
+                raise bad(f"entry {i} does not hold an arch and its stats (JSON objects)")
         rng, ref = d.get("rng_state"), d.get("ref_point")
-        if not (isinstance(rng, dict) and isinstance(rng.get("state"), dict) and "bit_generator" in rng):
-            raise bad("'rng_state' is missing or not a random generator state")
-        if not (isinstance(ref, list) and len(ref) == len(objectives)
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ref)):
-            raise bad(f"'ref_point' is not a list of {len(objectives)} numbers")
+        check_rng_state(rng, bad)
+        if not (isinstance(ref, list) and len(ref) == len(objectives) and all(_number(v) for v in ref)):
+            raise bad(f"'ref_point' is not a list of {len(objectives)} finite numbers")
         hist = d.get("hv_history", [rec.hv])
-        if not (isinstance(hist, list) and all(isinstance(v, (int, float)) for v in hist)):
+        if not (isinstance(hist, list) and all(_number(v, nan_ok=True) for v in hist)):
             raise bad("'hv_history' is not a list of numbers")
+        for key, kind in (("candidates", list), ("surrogates", dict), ("timing", dict), ("failed", list)):
+            if d.get(key) is not None and not isinstance(d[key], kind):
+                raise bad(f"{key!r} is not a {'list' if kind is list else 'mapping'}")
+        if d.get("settings_hash") is not None and not isinstance(d["settings_hash"], str):
+            raise bad("'settings_hash' is not a string")
+        if d.get("n_feasible") is not None and not (isinstance(d["n_feasible"], int)
+                                                    and not isinstance(d["n_feasible"], bool)):
+            raise bad("'n_feasible' is not an integer")
         rec.rng_state, rec.ref_point, rec.hv_history = rng, [float(v) for v in ref], [float(v) for v in hist]
         rec.candidates = d.get("candidates") or []
         rec.surrogates = d.get("surrogates") or {}
@@ -164,6 +207,65 @@ class IterRecord:
         rec.failed = [Failure(f.get("arch", {}), int(f.get("iteration", iteration)), str(f.get("name", "")),
                               str(f.get("error", ""))) for f in d.get("failed") or [] if isinstance(f, dict)]
         return rec
+
+
+#: the keys of a cnas ``iter_X.stats`` (what :meth:`IterRecord.to_json` writes)
+STATS_KEYS = frozenset({"format", "iteration", "objectives", "archive", "candidates", "first_surrogate",
+                        "sec_surrogate", "surrogates", "hv", "hv_history", "ref_point", "alpha_norm", "n_feasible",
+                        "n_failed", "failed", "timing", "settings_hash", "rng_state", "entries"})
+
+
+def _number(v: Any, nan_ok: bool = False) -> bool:
+    """A real number (not a bool), finite unless ``nan_ok`` (an objective a failed measurement left NaN)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and (nan_ok or math.isfinite(v))
+
+
+def check_rng_state(state: Any, bad) -> None:
+    """``state`` is a numpy ``default_rng`` state that numpy accepts; else ``bad(what)`` is raised."""
+    import numpy as np
+
+    if not (isinstance(state, dict) and isinstance(state.get("state"), dict) and "bit_generator" in state):
+        raise bad("'rng_state' is missing or not a random generator state")
+    gen = np.random.default_rng(0).bit_generator
+    if state.get("bit_generator") != type(gen).__name__:
+        raise bad(f"'rng_state' is a {state.get('bit_generator')!r} state, not {type(gen).__name__}")
+    try:
+        gen.state = state
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        raise bad(f"'rng_state' is not a valid random generator state ({' '.join(str(exc).split())[:120]})") \
+            from None
+
+
+#: the keys of a cnas ``config.json``
+CONFIG_KEYS = frozenset({"search", "evaluation", "objectives", "n_classes", "settings_hash",
+                         "imported_from"})  # imported_from: X of a run of the original system resumed at X
+
+
+def check_config_record(rec: Any, path: Path) -> dict:
+    """A whole ``config.json`` record: a mapping of the keys cnas writes, ``search`` and ``evaluation`` mappings,
+    ``objectives`` a list of names, ``settings_hash`` a string, ``n_classes`` a positive integer. The settings'
+    own values are checked by the settings classes that read them."""
+    def bad(what: str) -> StatsFileError:
+        return StatsFileError(f"{path}: {what}; it is not the config.json of a cnas search (restore it, or start "
+                              "a new --save)")
+
+    if not isinstance(rec, dict):
+        raise bad("not a JSON object")
+    unknown = sorted(set(rec) - CONFIG_KEYS)
+    if unknown:
+        raise bad(f"unknown key(s) {', '.join(map(repr, unknown))}")
+    for part in ("search", "evaluation"):
+        if not isinstance(rec.get(part), dict):
+            raise bad(f"{part!r} is missing or not a mapping of settings")
+    if "objectives" in rec and not (isinstance(rec["objectives"], list) and rec["objectives"]
+                                    and all(isinstance(o, str) for o in rec["objectives"])):
+        raise bad("'objectives' is not a list of names")
+    if "settings_hash" in rec and not isinstance(rec["settings_hash"], str):
+        raise bad("'settings_hash' is not a string")
+    n = rec.get("n_classes")
+    if n is not None and not (isinstance(n, int) and not isinstance(n, bool) and n > 0):
+        raise bad(f"'n_classes' is {n!r}, not a positive integer")
+    return rec
 
 
 def iter_stats_path(save: str | Path, iteration: int) -> Path:
@@ -216,6 +318,32 @@ def locate(expr: str | Path, flag: str = "--resume", folder_ok: bool = False) ->
     if not p.exists():
         raise StatsFileError(f"{flag} {p}: no such file; give <save>/iter_X.stats (or <save>/iter_X)")
     return RunPath(p.parent, p if p.is_file() else None, iteration_of(p))
+
+
+def latest_stats(save: str | Path) -> Path | None:
+    """The ``iter_X.stats`` of ``save`` with the largest X (None: none)."""
+    its = sorted((int(m.group(1)), f) for f in Path(save).glob("iter_*.stats") if (m := _ITER_RE.match(f.stem)))
+    return its[-1][1] if its else None
+
+
+def resume_point(expr: str | Path) -> RunPath:
+    """What ``--resume`` continues: :func:`locate`'s answer, and for a cnas search (its ``config.json`` exists)
+    killed before ``iter_0.stats`` was written, ``<save>/iter_0`` or ``<save>/iter_0.stats`` gives
+    ``RunPath(save, None, 0)``: the initial design is evaluated again, reusing its finished candidates. A later
+    iteration without its stats file did not finish: resume from the one before."""
+    p = Path(expr)
+    name = p.name[: -len(".stats")] if p.name.endswith(".stats") else p.name
+    m = _ITER_RE.match(name)
+    store = RunStore(p.parent)
+    if m and not (p.parent / f"{name}.stats").is_file() and store.config_path.is_file() \
+            and "imported_from" not in store.read_config():
+        save, x = p.parent, int(m.group(1))
+        latest = latest_stats(save)
+        if x == 0 and latest is None:
+            return RunPath(save, None, 0)
+        fix = f"resume from {latest}" if latest is not None else f"run the same command again to continue {save}"
+        raise StatsFileError(f"--resume {p}: iteration {x} did not finish (no {name}.stats); {fix}")
+    return locate(expr, "--resume")
 
 
 # ---------------------------------------------------------------- net folders (cnas's and the original's)
@@ -327,21 +455,59 @@ class RunStore:
     def holds_search(self) -> bool:
         return self.save.exists() and (self.config_path.exists() or any(self.save.glob("iter_*")))
 
+    def check_folder(self) -> None:
+        """``--save`` can be a search folder: not a file, nor inside one."""
+        for p in (self.save, *self.save.parents):
+            if p.exists():
+                if not p.is_dir():
+                    raise ConfigError(f"--save {self.save}: {p} is a file, not a folder; choose another --save")
+                break
+
+    def unfinished_design(self) -> bool:
+        """The folder holds a cnas search stopped before ``iter_0.stats`` was written (``config.json`` only; not
+        a run of the original system that a resume imported)."""
+        if not self.config_path.is_file() or latest_stats(self.save) is not None:
+            return False
+        rec = self.read_config()
+        return "imported_from" not in rec
+
+    def check_new(self) -> None:
+        """Refuse a folder that already holds a search (one with an ``iter_X.stats``, or another system's net
+        folders); an unfinished initial design (``config.json`` only) is :meth:`unfinished_design`'s."""
+        latest = latest_stats(self.save) if self.save.is_dir() else None
+        if latest is not None:
+            raise ConfigError(f"--save {self.save} already holds a search; resume it with --resume {latest} or "
+                              "choose another --save")
+        imported = self.config_path.is_file() and "imported_from" in self.read_config()
+        if self.save.is_dir() and (imported or not self.config_path.exists()) and any(self.save.glob("iter_*")):
+            raise ConfigError(f"--save {self.save} already holds net folders (iter_*); resume them with --resume "
+                              f"{self.save}/iter_X or choose another --save")
+
     def start(self, config_record: dict) -> None:
-        """A new search: refuse a folder that already holds one, then write ``config.json``."""
-        if self.holds_search():
-            raise ConfigError(f"--save {self.save} already holds a search; resume it with --resume "
-                              f"{self.save}/iter_X.stats or choose another --save")
+        """A new search: refuse a folder that already holds one, then write ``config.json`` (call it holding
+        :meth:`lock`, so that the check and the write are one step for other cnas processes)."""
+        self.check_new()
+        if self.config_path.exists():
+            raise ConfigError(f"--save {self.save} already holds a search; run the same command again to continue "
+                              f"it or choose another --save")
         self.save.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.config_path, config_record)
+
+    def lock(self) -> FolderLock:
+        """The folder's lock (``<save>/.lock``, the holder's pid): one process at a time works in a search."""
+        return FolderLock(self.save, "--save")
+
+    def clean(self) -> list[Path]:
+        """Delete what killed atomic writes left behind (``.*.tmp`` in the folder, its plots, net and failure
+        folders); call it holding :meth:`lock`."""
+        folders = [self.save, self.plots, *self.save.glob("iter_*/net_*"), *self.save.glob("failed/*")]
+        return [p for f in folders if f.is_dir() for p in remove_temp_files(f)]
 
     def read_config(self) -> dict | None:
         if not self.config_path.exists():
             return None
         rec = read_json(self.config_path, "config file", StatsFileError)
-        if not isinstance(rec, dict):
-            raise StatsFileError(f"{self.config_path} is not a cnas config record (a JSON object)")
-        return rec
+        return check_config_record(rec, self.config_path)
 
     def write_config(self, config_record: dict) -> None:
         atomic_write_json(self.config_path, config_record)

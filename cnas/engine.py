@@ -40,9 +40,9 @@ from pymoo.optimize import minimize
 from cnas import archive as arc
 from cnas.config import SearchConfig, settings_diff, settings_hash
 from cnas.data import get_dataset_info
-from cnas.errors import ConfigError
-from cnas.evaluation import CandidateTask, EvalSettings, evaluate_candidate
-from cnas.executors import get_executor
+from cnas.errors import ArchError, ConfigError, EvaluationError, StatsFileError
+from cnas.evaluation import CandidateTask, EvalSettings, evaluate_candidate, preflight
+from cnas.executors import check_executor_settings, get_executor, parse_gpu_list
 from cnas.objectives import OBJECTIVES, ObjectiveSet, parse_objectives
 from cnas.plots import plot_iteration
 from cnas.problems import CanonicalRepair, SameArch, SurrogateProblem, hypervolume, non_dominated, select_subset
@@ -244,6 +244,10 @@ class Plots:
 
 # ---------------------------------------------------------------- the search
 class Search:
+    """One search (see the module docstring). ``executor``: evaluates the candidates instead of cnas's own
+    executors and evaluation pipeline (tests, benchmarks); the evaluation's pre-flight
+    (:func:`cnas.evaluation.preflight`) then is that executor's business and is not run."""
+
     def __init__(self, cfg: SearchConfig, ev: EvalSettings, log: Callable[[str], None] = print, executor=None):
         self.cfg, self.ev = cfg.validate(), ev
         self.log = log
@@ -265,6 +269,7 @@ class Search:
         self.hv_history: list[float] = []
         self.callbacks: list[Callable] = [Report(log)] + ([Plots()] if cfg.plots else [])
         self._executor = executor
+        self._resumed: arc.IterRecord | None = None
 
     @property
     def save(self):
@@ -277,12 +282,14 @@ class Search:
             raise ConfigError(f"--dataset {self.ev.dataset} needs --n_classes")
         return int(n)
 
+    def executor_kwargs(self) -> dict:
+        cfg = self.cfg
+        return dict(n_workers=cfg.n_workers, gpu_list=parse_gpu_list(cfg.gpu_list), gpus_per_job=cfg.gpu,
+                    ray_address=cfg.ray_address, timeout=cfg.timeout)
+
     def executor(self):
         if self._executor is None:
-            gpus = [int(g) for g in str(self.cfg.gpu_list).replace(",", " ").split()] if self.cfg.gpu_list else None
-            self._executor = get_executor(self.cfg.executor, n_workers=self.cfg.n_workers, gpu_list=gpus,
-                                          gpus_per_job=self.cfg.gpu, ray_address=self.cfg.ray_address,
-                                          timeout=self.cfg.timeout, progress=self.cfg.progress)
+            self._executor = get_executor(self.cfg.executor, progress=self.cfg.progress, **self.executor_kwargs())
         return self._executor
 
     def config_record(self) -> dict:
@@ -300,17 +307,102 @@ class Search:
         return self.space.with_resolution(arch)
 
     # ------------------------------------------------------------ the loop
-    def run(self, resume: str | None = None) -> arc.Archive:
+    def run(self, resume: str | None = None,
+            then: Callable[["Search", arc.Archive], None] | None = None) -> arc.Archive:
+        """The search. Every check comes first and writes nothing (:meth:`check`); then, holding the folder's
+        lock, iteration 0 (a new search, or one killed before ``iter_0.stats``: the design is drawn again from the
+        seed and its finished candidates are reused) or a resume, then the iterations, then ``then(search,
+        archive)`` (e.g. the summary)."""
+        where = self.check(resume)
+        lock = self.store.lock().acquire()
+        try:
+            archive = self._run(where)
+            if then is not None:
+                then(self, archive)
+            return archive
+        finally:
+            self.close()
+            lock.release()
+
+    def check(self, resume: str | None = None) -> arc.RunPath | None:
+        """Everything that can refuse the run, before anything is written: the folder (a file? a search already
+        there? a resumed run's config.json and stats file as a whole), the executor flags and the evaluation's
+        pre-flight (data, supernet). Returns where a resume starts (None: a new search or an unfinished design)."""
+        where = None
         if resume:
-            start = self.resume(resume)
+            where = arc.resume_point(resume)
+            if self.save != where.save and self.cfg.save != SearchConfig.save:
+                raise ConfigError(f"--save {self.cfg.save} differs from the resumed run's folder {where.save}")
+            self.store = arc.RunStore(where.save)
+            self.cfg.save = str(where.save)
+        self.store.check_folder()
+        config = self.store.read_config() if self.store.save.is_dir() else None
+        imported = config is not None and "imported_from" in config  # a run of the original system resumed
+        if where is None or (where.stats is None and config is not None and not imported):  # new, or iteration 0
+            self.store.check_new()
+            if config is not None:
+                self._check_config(config, "continue")
+                where = None
         else:
-            self.store.start(self.config_record())
+            if config is not None:
+                self._check_config(config, "resume")
+            self._resumed = self._read_resumed(where, config)
+        check_executor_settings(self.cfg.executor, **self.executor_kwargs())
+        if self._executor is None:
+            preflight(self.ev)
+        return where
+
+    def _check_config(self, config: dict, verb: str) -> None:
+        save = self.store.save
+        if config.get("settings_hash") != self.hash:
+            raise ConfigError(f"cannot {verb} {save}: settings differ from the run's config.json "
+                              f"({settings_diff(config, self.cfg, self.ev)}); pass the same settings or start a new "
+                              "--save")
+        if config.get("objectives") not in (None, self.objectives):
+            raise StatsFileError(f"{self.store.config_path}: objectives {config['objectives']} differ from the "
+                                 f"settings' {self.objectives}; the file was edited (restore it or start a new --save)")
+
+    def _read_resumed(self, where: arc.RunPath, config: dict | None):
+        """The resumed ``iter_X.stats`` checked against this run: its objectives, settings hash and archs."""
+        if where.stats is None:
+            return None
+        rec = arc.read_iter_stats(where.stats)
+        if rec.entries is None:
+            return rec
+        if rec.objectives != self.objectives:
+            raise StatsFileError(f"{where.stats}: objectives {rec.objectives} differ from the run's "
+                                 f"{self.objectives}; resume the file with the settings that wrote it")
+        if config is not None and rec.settings_hash not in (None, config.get("settings_hash")):
+            raise StatsFileError(f"{where.stats} was written by another search than {self.store.config_path} "
+                                 f"(settings hash {rec.settings_hash} against {config.get('settings_hash')}); "
+                                 "resume a stats file of this folder")
+        for i, e in enumerate(rec.entries):
+            try:
+                self.space.validate({k: v for k, v in e.arch.items() if k != "r"} if self.space.fixed_resolution
+                                    else e.arch)
+            except ArchError as exc:
+                raise StatsFileError(f"{where.stats}: the arch of entry {i} is not of the run's search space "
+                                     f"{self.cfg.search_space} ({exc})") from None
+        return rec
+
+    def _run(self, where: arc.RunPath | None) -> arc.Archive:
+        if where is not None:
+            self.store.clean()  # what a kill left: temporary files of atomic writes (plots included)
+            start = self.resume(where)
+        else:
+            if self.store.unfinished_design():  # checked again under the lock: another process may have begun it
+                self._check_config(self.store.read_config(), "continue")
+                self.store.clean()
+                self.log(f"continuing the initial design of {self.save} (finished candidates are reused)")
+            else:
+                self.store.start(self.config_record())
             t0 = time.perf_counter()
             design = [self.space.with_resolution(a) for a in self.space.initial_design(self.cfg.n_doe, self.rng)]
             entries, failures = self.evaluate(design, 0)
             if len(self.archive) < 2:
-                raise RuntimeError(f"only {len(self.archive)} of {len(design)} initial archs could be evaluated; "
-                                   f"see {self.save}/failed/")
+                raise EvaluationError(f"only {len(self.archive)} of {len(design)} initial archs could be evaluated "
+                                      f"(their errors are in {self.save}/failed/); fix the cause and run the same "
+                                      "command again to continue the design")
             self.oset.update_alpha_norm(self.archive.entries)
             self.ref_point = np.nanmax(self.oset.F(self.archive.entries), axis=0)
             self.record(0, entries, failures, None, {"evaluate": time.perf_counter() - t0})
@@ -327,7 +419,6 @@ class Search:
             if stop.stalled(rec.hv):
                 self.log(f"stopping early: no hypervolume gain for {stop.stall} iterations (--patience)")
                 break
-        self.close()
         return self.archive
 
     def evaluate(self, archs: list[dict], iteration: int) -> tuple[list[arc.Entry], list[arc.Failure]]:
@@ -389,19 +480,17 @@ class Search:
             self._executor.close()
 
     # ------------------------------------------------------------ resume
-    def resume(self, path: str) -> int:
-        where = arc.locate(path, "--resume")
+    def resume(self, where: arc.RunPath | str) -> int:
+        """Restore the archive, random state, reference point and hypervolume history of ``where`` (checked by
+        :meth:`check`, which a path is given to first) and redraw its plots if a kill left them unfinished."""
+        if not isinstance(where, arc.RunPath):
+            where = self.check(where)
+            if where is None:
+                raise StatsFileError(f"--resume {self.save}: no iteration has finished; run the same command again "
+                                     "to continue the initial design")
         iteration, save = where.iteration, where.save
-        if self.save != save and self.cfg.save != SearchConfig.save:
-            raise ConfigError(f"--save {self.cfg.save} differs from the resumed run's folder {save}")
-        self.store = arc.RunStore(save)
-        self.cfg.save = str(save)
         config = self.store.read_config()
-        if config is not None and config.get("settings_hash") != self.hash:
-            raise ConfigError(f"cannot resume {save}: settings differ from the run's config.json "
-                              f"({settings_diff(config, self.cfg, self.ev)}); pass the same settings or start a new "
-                              "--save")
-        rec = arc.read_iter_stats(where.stats) if where.stats is not None else None
+        rec = self._resumed
         if rec is not None and rec.entries is not None:
             entries = rec.entries
             self.rng.bit_generator.state = rec.rng_state
@@ -414,14 +503,27 @@ class Search:
             self.archive.failed += failures
             self.rng = np.random.default_rng([self.cfg.seed, iteration])
             if config is None:
-                self.store.write_config(self.config_record())
+                self.store.write_config({**self.config_record(), "imported_from": iteration})
         for e in entries:
             self.archive.add(e)
         if self.ref_point is None:
             F0 = self.oset.F([e for e in self.archive.entries if e.iteration <= 0] or self.archive.entries)
             self.ref_point = np.nanmax(F0, axis=0)
         self.log(f"resuming {save} after iteration {iteration}: {len(self.archive)} archs in the archive")
+        if rec is not None and rec.entries is not None and self.cfg.plots:
+            self.redraw(iteration, rec)
         return iteration
+
+    def redraw(self, it: int, rec: arc.IterRecord) -> None:
+        """Draw iteration ``it``'s plots again when they are missing (the run was killed while drawing them); the
+        candidates' predicted values are not kept in the stats file, so the redrawn plot shows them measured."""
+        if (self.store.plots / f"iter_{it}.png").is_file() and (self.store.plots / "hv.png").is_file():
+            return
+        width = len(self.objectives)
+        F_new = np.asarray([row[1:] for row in rec.candidates if isinstance(row, list) and len(row) == width + 1],
+                           float).reshape(-1, width)
+        plot_iteration(self.store.plots, it, self.objectives, self.oset.F(self.archive.entries), F_new, None,
+                       self.hv_history)
 
     def original_arch(self, arch: dict) -> dict:
         """An arch from the original system's files in cnas's canonical form (its ``r``, else the space's)."""

@@ -37,6 +37,10 @@ class StatsFileError(UsageError):
     """A missing or corrupt stats file."""
 
 
+class EvaluationError(UsageError):
+    """Too few candidates could be evaluated to go on (each one's error is recorded with it)."""
+
+
 def fail(err: UsageError, prog: str = "cnas") -> NoReturn:
     msg = " ".join(str(err).split())  # one line, whatever the message held
     print(f"{prog}: error: {msg}", file=sys.stderr)

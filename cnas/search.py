@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     base_s, base_e = {}, {}
     if args.resume:
-        where = arc.locate(args.resume, "--resume")
+        where = arc.resume_point(args.resume)
         rec = arc.RunStore(where.save).read_config()
         if rec is not None:
             base_s, base_e = rec.get("search", {}), rec.get("evaluation", {})
@@ -62,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     search = Search(cfg, ev, log=lambda m: print(m, flush=True))
     search.log(f"cnas search: {', '.join(search.objectives)} on {cfg.search_space} "
                f"({ev.dataset}, {search.n_classes} classes), saving to {search.save}")
-    archive = search.run(resume=args.resume)
-    summary(search, archive)
+    search.run(resume=args.resume, then=summary)
     return 0
 
 

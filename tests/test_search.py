@@ -5,6 +5,7 @@ tested in seconds); one test runs the real command end to end on the bundled dat
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -253,3 +254,95 @@ def test_cli_corrupt_stats_file(tmp_path):
     (tmp_path / "r" / "iter_2.stats").write_text("{truncated")
     res = cli("--resume", "r/iter_2.stats", cwd=tmp_path)
     assert res.returncode == 2 and "not valid JSON" in res.stderr
+
+
+# ---------------------------------------------------------------- every stop is recoverable
+def _rng_states(save, last):
+    return [json.loads((save / f"iter_{i}.stats").read_text())["rng_state"] for i in range(last + 1)]
+
+
+@pytest.mark.parametrize("how", ["same command", "resume iter_0", "resume iter_0.stats"])
+def test_kill_during_the_initial_design_is_recoverable(tmp_path, how):
+    run(config(tmp_path, name="full"))
+    with pytest.raises(KeyboardInterrupt):  # killed after 3 of the 10 design candidates
+        run(config(tmp_path, name="part"), executor=FakeExecutor(crash_after=3))
+    part = tmp_path / "part"
+    assert (part / "config.json").exists() and not (part / "iter_0.stats").exists()
+    again = FakeExecutor()
+    resume = {"same command": None, "resume iter_0": str(part / "iter_0"),
+              "resume iter_0.stats": str(part / "iter_0.stats")}[how]
+    run(config(tmp_path, name="part"), executor=again, resume=resume)
+    assert again.calls == 7 + 3 * 4  # the design's unfinished candidates, then the iterations
+    assert archive_rows(tmp_path / "full", 3) == archive_rows(part, 3)
+    assert _rng_states(tmp_path / "full", 3) == _rng_states(part, 3)
+
+
+def test_unfinished_design_with_other_settings_is_refused_unchanged(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        run(config(tmp_path), executor=FakeExecutor(crash_after=3))
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "run").rglob("*"))
+    with pytest.raises(ConfigError, match="settings differ"):
+        run(config(tmp_path, n_iter=5))
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "run").rglob("*")) == before
+
+
+def test_resume_of_an_unfinished_later_iteration_names_the_one_to_resume(tmp_path):
+    from cnas.errors import StatsFileError
+
+    run(config(tmp_path, iterations=1))
+    with pytest.raises(StatsFileError, match="iter_1.stats"):
+        run(config(tmp_path, iterations=3), resume=str(tmp_path / "run" / "iter_2.stats"))
+
+
+def test_a_live_lock_keeps_a_second_process_out_and_a_stale_one_is_taken_over(tmp_path):
+    from cnas.fileio import FolderLock, LockedError
+
+    run(config(tmp_path, iterations=1))
+    save = tmp_path / "run"
+    lock = FolderLock(save).acquire()
+    try:
+        with pytest.raises(LockedError, match=f"process {os.getpid()}"):
+            run(config(tmp_path, iterations=2), resume=str(save / "iter_1.stats"))
+        with pytest.raises(LockedError):  # a fresh search is refused the same way
+            FolderLock(save).acquire()
+    finally:
+        lock.release()
+    (save / ".lock").write_text("999999999 somehost\n")  # a holder that died (kill -9) leaves its file
+    run(config(tmp_path, iterations=2), resume=str(save / "iter_1.stats"))
+    assert (save / "iter_2.stats").exists() and not (save / ".lock").exists()
+
+
+def test_a_killed_plot_is_cleaned_and_redrawn(tmp_path):
+    run(config(tmp_path, iterations=1, plots=True))
+    plots = tmp_path / "run" / "plots"
+    (plots / "iter_1.png").unlink()  # killed while drawing: only the temporary file is left
+    (plots / ".iter_1.png.0a1b2c3d.tmp").write_bytes(b"\x89PNG half")
+    run(config(tmp_path, iterations=2, plots=True), resume=str(tmp_path / "run" / "iter_1.stats"))
+    assert (plots / "iter_1.png").stat().st_size > 1000 and (plots / "iter_2.png").exists()
+    assert not list(plots.glob(".*.tmp"))
+
+
+def test_files_get_the_umask_permissions(tmp_path):
+    from cnas.fileio import atomic_write_json, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        os.umask(0o077)
+        atomic_write_json(tmp_path / "b.json", {})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_nothing_is_written_before_the_checks_pass(tmp_path):
+    from cnas.errors import UsageError
+
+    cfg = config(tmp_path, timeout=30.0, gpu_list="7 7")  # a repeated GPU id: refused up front
+    with pytest.raises(UsageError, match="--gpu_list"):
+        run(cfg)
+    assert not (tmp_path / "run").exists()
+    run(config(tmp_path, iterations=1))  # the corrected command then starts normally
+    assert (tmp_path / "run" / "iter_1.stats").exists()

@@ -54,6 +54,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import shutil
 import sys
 from dataclasses import dataclass, fields
@@ -65,15 +66,17 @@ import numpy as np
 from cnas import archive as arc
 from cnas.cli import ArgumentParser, str2bool
 from cnas.errors import ArchError, CheckpointError, ConfigError, StatsFileError, run_cli
-from cnas.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from cnas.fileio import FolderLock, atomic_write_bytes, atomic_write_json, atomic_write_text
 from cnas.objectives import OBJECTIVES, ObjectiveSet, parse_objectives
 from cnas.problems import non_dominated
 from cnas.spaces import EDANAS, NACHOS, PLAIN, exit_mask, get_space, space_of
+from cnas.spaces.geometry import MAX_RESOLUTION
 
 TRADE_OFF = "trade-off"
 DEFAULT_RADIUS = 0.125
 PICK_FILE = "pick.json"
 INHERITED = "inherited.pth"
+PICK_TEMP = ".part-"  # .<pick folder>.part-<pid>: a pick being written
 
 
 # ---------------------------------------------------------------- loading a run
@@ -109,8 +112,12 @@ def _objective_set(config: dict | None, archs: list[dict], first_obj: str | None
 
     if config is not None:
         names = {f.name for f in fields(SearchConfig)}
-        cfg = SearchConfig(**{k: v for k, v in (config.get("search") or {}).items() if k in names})
-        ev = EvalSettings.from_dict(dict(config.get("evaluation") or {}))
+        unknown = sorted(set(config["search"]) - names)
+        if unknown:
+            raise StatsFileError(f"the run's config.json has unknown search setting(s) {', '.join(unknown)}; it was "
+                                 "not written by this cnas (restore it)")
+        cfg = SearchConfig(**config["search"])
+        ev = EvalSettings.from_dict(dict(config["evaluation"]))
         if n_classes is not None:
             ev.n_classes = n_classes
     else:  # a run of the original system: defaults top1 / macs, n_classes from the flag
@@ -154,6 +161,8 @@ def load_run(expr: str, get_archive: bool = False, first_obj: str | None = None,
     if not archs:
         raise StatsFileError(f"the archive of {source} is empty: nothing to select")
     oset, space, space_name = _objective_set(config, archs, first_obj, sec_obj, n_classes, resolution)
+    if rec is not None and rec.entries is not None:
+        _check_record(rec, where.stats, config, space, space_name, save)
     if not entries:
         entries = arc.entries_from_original_archive(rec.archive, oset.names)
         folders = {arc.Archive.key(e.arch): e for e in arc.scan_net_folders(save, it)[0]}
@@ -172,6 +181,32 @@ def load_run(expr: str, get_archive: bool = False, first_obj: str | None = None,
     if config is None:
         _note_recounts(oset, entries, notes)
     return Run(save, oset, space, entries, source, config, notes, space_name)
+
+
+def _check_record(rec: arc.IterRecord, path: Path, config: dict | None, space, space_name: str, save: Path) -> None:
+    """A cnas stats file fits its folder: written by the search of its config.json (settings hash, objectives),
+    every arch of the run's search space, and each net folder it names holds that arch (so a pick never gets
+    another arch's stats or weights)."""
+    if config is not None:
+        if rec.settings_hash is not None and rec.settings_hash != config.get("settings_hash"):
+            raise StatsFileError(f"{path} was written by another search than {save / 'config.json'} (settings "
+                                 f"hash {rec.settings_hash} against {config.get('settings_hash')}); give a stats "
+                                 "file of this folder")
+        if config.get("objectives") not in (None, rec.objectives):
+            raise StatsFileError(f"{path}: objectives {rec.objectives} differ from its config.json's "
+                                 f"{config.get('objectives')}; give a stats file of this folder")
+    for i, e in enumerate(rec.entries or []):
+        try:
+            space.validate({k: v for k, v in e.arch.items() if k != "r"} if space.fixed_resolution else e.arch)
+        except ArchError as exc:
+            raise StatsFileError(f"{path}: the arch of entry {i} is not of the run's search space {space_name} "
+                                 f"({exc}); give a stats file of this folder") from None
+        if e.folder:
+            folder = save / e.folder
+            got, _ = arc.read_net_folder(folder, e.name) if folder.is_dir() else (None, None)
+            if got is not None and arc.Archive.key(got) != arc.Archive.key(e.arch):
+                raise StatsFileError(f"{path}: entry {i} names {folder}, which holds another arch; the stats file "
+                                     "does not belong to this folder's net folders")
 
 
 def _note_recounts(oset: ObjectiveSet, entries: list[arc.Entry], notes: list[str]) -> None:
@@ -375,8 +410,14 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> i
         raise ConfigError(f"-n must be at least 1, got {args.n}")
     if args.prefer != TRADE_OFF and args.prefer not in OBJECTIVES:
         raise ConfigError(f"unknown --prefer {args.prefer!r}; choose trade-off or one of {', '.join(OBJECTIVES)}")
-    if not args.radius > 0:
-        raise ConfigError(f"--radius must be positive, got {args.radius}")
+    if not (math.isfinite(args.radius) and args.radius > 0):
+        raise ConfigError(f"--radius must be a positive number, got {args.radius}")
+    if args.n_classes is not None and args.n_classes < 1:
+        raise ConfigError(f"--n_classes must be a positive integer, got {args.n_classes}")
+    if not 1 <= args.resolution <= MAX_RESOLUTION:
+        raise ConfigError(f"--resolution must be an integer in [1, {MAX_RESOLUTION}], got {args.resolution}")
+    if args.n_exits is not None and not 0 <= args.n_exits <= 4:
+        raise ConfigError(f"--n_exits must be in 0..4 (intermediate exits), got {args.n_exits}")
     run = load_run(args.expr, args.get_archive, args.first_obj, args.sec_obj, args.n_classes, args.resolution)
     oset, objectives = run.oset, run.objectives
     prefer = args.prefer
@@ -412,8 +453,15 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> i
     picks, front = select(F, args.n, prefer, pv, args.radius)
 
     out = Path(args.save) if args.save else run.save / "post_search"
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ConfigError(f"--save {out}: {p} is a file, not a folder; choose another --save")
+            break
     names = [_folder_name(prefer, rank, args.n_exits) for rank in range(len(picks))]
-    existing = [nm for nm in names if (out / nm).exists()]
+    # a pick folder of the same pick (a killed run's) is kept; one of another pick needs --overwrite
+    done = {nm for nm, i in zip(names, picks) if _same_pick(out / nm, cand[i])}
+    existing = [nm for nm in names if (out / nm).exists() and nm not in done and _complete(out / nm)]
     if existing and not args.overwrite:
         raise ConfigError(f"--save {out} already holds {existing[0]}; choose another --save or pass --overwrite")
     supernet = None  # a loader of the supernet, when one is given
@@ -429,41 +477,101 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> i
                 cache["net"] = load_supernet(args.supernet_path, run.n_classes)
             return cache["net"]
 
+        if any(not _has_ckpt(run, cand[i]) for i in picks):
+            supernet()  # a bad file stops here, before any pick is written
+
     mu = None
     if prefer == TRADE_OFF:
         mu = dict(zip(front.tolist(), tradeoff_scores(F[front], args.radius).tolist()))
     rows = []
-    for rank, (i, nm) in enumerate(zip(picks, names)):
-        e = cand[i]
-        dst = out / nm
-        if dst.exists():
-            shutil.rmtree(dst)
-        values = {o: float(F[i, j]) for j, o in enumerate(objectives)}
-        if prefer not in values and pv is not None:
-            values[prefer] = float(pv[i])
-        if mu is not None:
-            values[TRADE_OFF] = mu[i] if math.isfinite(mu[i]) else None
-        _write_pick(run, e, dst, values, rank, prefer, supernet)
-        row = {"pick": nm, "rank": rank, "source": e.folder or "", "iteration": e.iteration, **values}
-        for k, v in e.stats.items():
-            if k not in row:
-                row[k] = _csv_value(v)
-        row["arch"] = json.dumps(e.arch, sort_keys=True)
-        rows.append(row)
-
-    import pandas as pd
-
-    table = pd.DataFrame(rows)
-    if args.save_stats_csv:
-        atomic_write_text(out / "results.csv", table.to_csv(index=False))
-    _plot(out / "front.png", objectives, F_all, keep, front, F, picks, names)
+    lock = FolderLock(out, "--save").acquire()
+    try:
+        for tmp in out.glob(f".net-*{PICK_TEMP}*"):  # folders of a killed run, never renamed into place
+            shutil.rmtree(tmp, ignore_errors=True)
+        for rank, (i, nm) in enumerate(zip(picks, names)):
+            e = cand[i]
+            values = {o: float(F[i, j]) for j, o in enumerate(objectives)}
+            if prefer not in values and pv is not None:
+                values[prefer] = float(pv[i])
+            if mu is not None:
+                values[TRADE_OFF] = mu[i] if math.isfinite(mu[i]) else None
+            if nm not in done or args.overwrite:
+                _write_pick_folder(run, e, out / nm, values, rank, prefer, supernet)
+            rows.append(_csv_row(nm, rank, e, values))
+        _write_summary(out, rows, args, objectives, F_all, keep, front, F, picks, names)
+    finally:
+        lock.release()
     for note in run.notes:
         log(f"note: {note}")
     log(f"{len(cand)} candidate archs from {run.source}; front of {len(front)}; {len(picks)} pick(s) in {out}")
+    if done and not args.overwrite:
+        log(f"kept {len(done)} pick folder(s) that an earlier run of the same selection had written")
+    table = _table(rows)
     show = ["pick", *objectives] + ([prefer] if prefer not in objectives else []) + ["source"]
     show = [c for c in show if c in table.columns]
     log(table[show].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
+
+
+def _complete(folder: Path) -> bool:
+    """A pick folder that a run finished (it has ``pick.json``; a folder without it was left by a killed run of
+    an earlier version and is replaced)."""
+    return (folder / PICK_FILE).is_file()
+
+
+def _same_pick(folder: Path, entry: arc.Entry) -> bool:
+    """``folder`` is a finished pick of ``entry`` (its ``pick.json`` names the same arch and source)."""
+    if not _complete(folder):
+        return False
+    try:
+        rec = json.loads((folder / PICK_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return False
+    return (isinstance(rec, dict) and isinstance(rec.get("arch"), dict)
+            and arc.Archive.key(rec["arch"]) == arc.Archive.key(entry.arch)
+            and (rec.get("source") or {}).get("folder") == (entry.folder or None))
+
+
+def _has_ckpt(run: Run, entry: arc.Entry) -> bool:
+    return bool(entry.folder) and (run.save / entry.folder / "ckpt.pth").is_file()
+
+
+def _write_pick_folder(run: Run, entry: arc.Entry, dst: Path, values: dict, rank: int, prefer: str,
+                       supernet) -> None:
+    """Write the pick into a hidden temporary folder, then rename it into place (a kill leaves no half-written
+    pick folder; an existing one, with ``--overwrite``, is replaced only once the new one is complete)."""
+    tmp = dst.with_name(f".{dst.name}{PICK_TEMP}{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    _write_pick(run, entry, tmp, values, rank, prefer, supernet)
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}{PICK_TEMP}old-{os.getpid()}")
+        os.replace(dst, old)
+        os.replace(tmp, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, dst)
+
+
+def _csv_row(nm: str, rank: int, e: arc.Entry, values: dict) -> dict:
+    row = {"pick": nm, "rank": rank, "source": e.folder or "", "iteration": e.iteration, **values}
+    for k, v in e.stats.items():
+        if k not in row:
+            row[k] = _csv_value(v)
+    row["arch"] = json.dumps(e.arch, sort_keys=True)
+    return row
+
+
+def _table(rows: list[dict]):
+    import pandas as pd
+
+    return pd.DataFrame(rows)
+
+
+def _write_summary(out: Path, rows: list[dict], args, objectives, F_all, keep, front, F, picks, names) -> None:
+    if args.save_stats_csv:
+        atomic_write_text(out / "results.csv", _table(rows).to_csv(index=False))
+    _plot(out / "front.png", objectives, F_all, keep, front, F, picks, names)
 
 
 if __name__ == "__main__":

@@ -134,10 +134,48 @@ def test_tradeoff_picks_are_front_points_and_rerun_needs_overwrite(run_dir, tmp_
     for f in F:  # no archive member dominates a pick
         assert not np.any(np.all(A <= f, axis=1) & np.any(A < f, axis=1))
     assert list(csv["pick"][:3]) == ["net-trade-off_0", "net-trade-off_1", "net-trade-off_2"]
+    code, text = cli("--expr", run_dir / "iter_1.stats", "--save", out, "-n", "3")  # the same picks: kept
+    assert code == 0 and "pick folder(s) that an earlier run" in text
+    rec = json.loads((out / "net-trade-off_1" / "pick.json").read_text())
+    rec["arch"] = json.loads((out / "net-trade-off_2" / "net.subnet").read_text())  # another selection's folder
+    (out / "net-trade-off_1" / "pick.json").write_text(json.dumps(rec))
     code, _ = cli("--expr", run_dir / "iter_1.stats", "--save", out, "-n", "3")
     assert code == 2
     code, _ = cli("--expr", run_dir / "iter_1.stats", "--save", out, "-n", "3", "--overwrite")
     assert code == 0
+
+
+def test_a_killed_post_search_is_completed_by_the_same_command(run_dir, tmp_path, monkeypatch):
+    import cnas.post_search as ps
+
+    whole = tmp_path / "whole"
+    assert cli("--expr", run_dir / "iter_1.stats", "--save", whole, "-n", "3")[0] == 0
+    out = tmp_path / "picks"
+    real, calls = ps._write_pick, []
+
+    def killed_on_the_second(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            real(*args, **kw)  # the folder is written, the kill comes before its rename
+            raise KeyboardInterrupt("simulated kill")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ps, "_write_pick", killed_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        cli("--expr", run_dir / "iter_1.stats", "--save", out, "-n", "3")
+    monkeypatch.setattr(ps, "_write_pick", real)
+    assert (out / "net-trade-off_0" / "pick.json").exists() and not (out / "net-trade-off_1").exists()
+    assert list(out.glob(".net-trade-off_1.part-*"))
+    # a pick folder half-written by an earlier version (no pick.json) is replaced too
+    (out / "net-trade-off_2").mkdir()
+    (out / "net-trade-off_2" / "net.subnet").write_text("{")
+    code, text = cli("--expr", run_dir / "iter_1.stats", "--save", out, "-n", "3")
+    assert code == 0 and "kept 1 pick folder(s)" in text
+    assert not list(out.glob(".*part-*")) and not (out / ".lock").exists()
+    for name in ("net-trade-off_0", "net-trade-off_1", "net-trade-off_2"):
+        for f in ("net.subnet", "net.stats", "ckpt.pth", "pick.json"):
+            assert (out / name / f).read_bytes() == (whole / name / f).read_bytes(), (name, f)
+    assert (out / "results.csv").read_text() == (whole / "results.csv").read_text()
 
 
 def test_only_feasible_by_default(run_dir, tmp_path):

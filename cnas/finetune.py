@@ -42,10 +42,15 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Callable
 
-from cnas.errors import ArchError, ConfigError
-from cnas.evaluation import EvalSettings, Init, Outputs, run_pipeline
+import torch
+
+from cnas.errors import ArchError, CheckpointError, ConfigError
+from cnas.evaluation import EvalSettings, Init, Outputs, preflight_classes, resolve_arch, run_pipeline
 from cnas.fileio import read_json
-from cnas.training.trainer import TrainConfig
+from cnas.models import EENetwork, build_network
+from cnas.models.checkpoint import load_net_checkpoint
+from cnas.models.polynomial import substitute_activation
+from cnas.training.trainer import TrainConfig, read_training_state
 
 STATS_NAME = "net.finetuned.stats"
 CKPT_NAME = "ckpt.finetuned.pth"
@@ -93,26 +98,58 @@ def finetune_settings(folder: str | Path, *layers: dict) -> EvalSettings:
     return EvalSettings.from_dict(merged).validate()
 
 
-def finetune_init(folder: str | Path, settings: EvalSettings) -> Init:
+def finetune_init(folder: str | Path, settings: EvalSettings, warn: bool = True) -> Init:
     """Where fine-tuning starts: the pick's weights (:data:`PICK_WEIGHTS`), else the supernet of the settings,
-    else a random initialisation (with a warning on stderr)."""
+    else a random initialisation (with a warning on stderr when ``warn``)."""
     folder = Path(folder)
     for name, supernet_stats in PICK_WEIGHTS:
         if (folder / name).is_file():
             return Init("checkpoint", str(folder / name), supernet_stats=supernet_stats, label=name)
     init = Init.for_settings(settings)
-    if init.kind == "random":
+    if init.kind == "random" and warn:
         print(f"warning: {folder} has no ckpt.pth and no --supernet_path was given: training from a random "
               "initialisation", file=sys.stderr, flush=True)
     return init
 
 
-def finetune(folder: str | Path, settings: EvalSettings, out_dir: str | Path | None = None,
-             log: Callable[[str], None] | None = None, device: str | None = None) -> dict:
-    """Fine-tune the pick in ``folder`` (see the module docstring); returns the stats written to
-    ``<out_dir>/net.finetuned.stats`` (``out_dir`` defaults to ``folder``)."""
+def check_finetune(folder: str | Path, settings: EvalSettings, out_dir: str | Path | None = None) -> None:
+    """Everything about fine-tuning the pick in ``folder`` that can be checked without training, so that bad input
+    stops before any work: the settings, data and supernet (:func:`cnas.evaluation.preflight`), the pick's arch
+    against them, the checkpoint it starts from (readable, saved for this arch and class count, weights that fit)
+    and an earlier run's ``train_state.pth`` in ``out_dir`` (readable, the same recipe, the same network).
+    Raises a :class:`~cnas.errors.UsageError` (one line). Torch's random state is left as it was."""
     folder = Path(folder)
     out = Path(out_dir) if out_dir is not None else folder
+    arch, r = resolve_arch(read_json(folder / "net.subnet", "arch file", ArchError), settings)
+    n_classes = preflight_classes(settings)
+    init = finetune_init(folder, settings, warn=False)
+    with torch.random.fork_rng(devices=[]):
+        net = build_network(arch, n_classes, resolution=r)
+        if init.kind == "checkpoint":
+            load_net_checkpoint(init.path, net, arch=arch, n_classes=n_classes)
+    state_path = out / STATE_NAME
+    if state_path.exists():
+        state = read_training_state(state_path, settings.train_config())
+        backbone = net.backbone if isinstance(net, EENetwork) else net
+        if settings.func_constr:
+            substitute_activation(backbone)
+        own = backbone.state_dict()
+        saved = state["model"] if isinstance(state["model"], dict) else {}
+        fits = set(saved) == set(own) and all(torch.is_tensor(v) and v.shape == own[k].shape for k, v in saved.items())
+        if not fits:
+            raise CheckpointError(f"{state_path} was written for another network than {folder / 'net.subnet'}; "
+                                  "delete it to start over")
+
+
+def finetune(folder: str | Path, settings: EvalSettings, out_dir: str | Path | None = None,
+             log: Callable[[str], None] | None = None, device: str | None = None, checked: bool = False) -> dict:
+    """Fine-tune the pick in ``folder`` (see the module docstring); returns the stats written to
+    ``<out_dir>/net.finetuned.stats`` (``out_dir`` defaults to ``folder``). Bad input is refused first
+    (:func:`check_finetune`; ``checked``: the caller did that already)."""
+    folder = Path(folder)
+    out = Path(out_dir) if out_dir is not None else folder
+    if not checked:
+        check_finetune(folder, settings, out)
     arch = read_json(folder / "net.subnet", "arch file", ArchError)
     settings.validate()
     init = finetune_init(folder, settings)
@@ -123,5 +160,5 @@ def finetune(folder: str | Path, settings: EvalSettings, out_dir: str | Path | N
     return run_pipeline(arch, settings, init, outputs, device=device, log=log)
 
 
-__all__ = ["finetune", "finetune_settings", "finetune_layers", "finetune_init", "FINETUNE_RECIPE", "RECIPE_KEYS",
-           "STATS_NAME", "CKPT_NAME", "STATE_NAME", "PICK_FILE"]
+__all__ = ["finetune", "check_finetune", "finetune_settings", "finetune_layers", "finetune_init", "FINETUNE_RECIPE",
+           "RECIPE_KEYS", "STATS_NAME", "CKPT_NAME", "STATE_NAME", "PICK_FILE"]

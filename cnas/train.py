@@ -6,6 +6,9 @@ An arch with ``t`` or ``b`` keys is an early-exit arch (backbone first, then exi
 ``DIR/<name>.stats`` (name = the arch file's stem, e.g. ``net_3``) and, with ``--save_ckpt``, ``DIR/ckpt.pth``.
 ``--model_path`` may also be a folder picked by ``cnas.post_search``: the net is then fine-tuned
 (:mod:`cnas.finetune`: the original's fine-tuning recipe, writing ``net.finetuned.stats`` beside ``net.stats``).
+
+Bad input (flags, the config file, the arch, the output folder, the data, the supernet or the pick's
+checkpoints) is refused with one line before anything is trained or written.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from pathlib import Path
 
 from cnas.cli import ArgumentParser, add_config_arg, add_dataclass_args, build_settings, given_fields, load_config_file
 from cnas.errors import ArchError, ConfigError, run_cli
-from cnas.evaluation import EvalSettings, evaluate_arch
+from cnas.evaluation import EvalSettings, evaluate_arch, preflight, resolve_arch
 from cnas.fileio import read_json
-from cnas.finetune import STATS_NAME, finetune, finetune_layers
+from cnas.finetune import STATS_NAME, check_finetune, finetune, finetune_layers
+from cnas.training.trainer import check_device_here
 
 ALIASES = {
     "epochs": ["n_epochs", "backbone_epochs"],
@@ -38,6 +42,20 @@ def parser() -> ArgumentParser:
     return p
 
 
+def check_output_dir(path: Path, flag: str = "--output_path") -> None:
+    """An output folder: an existing folder, or a path that can become one (no file on its way)."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path} is a file; give a folder for the outputs")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ConfigError(f"{flag} {path}: {blocker} is a file, not a folder")
+
+
+def check_name(name: str) -> None:
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise ConfigError(f"--name {name!r} must be a plain file name (no folder), e.g. net_0")
+
+
 def main_from_args(args) -> int:
     """Fine-tune the folder picked by ``cnas.post_search`` that ``--model_path`` names (:mod:`cnas.finetune`)."""
     folder = Path(args.model_path)
@@ -46,12 +64,15 @@ def main_from_args(args) -> int:
                         "or an arch file")
     if args.name:
         raise ConfigError("--name applies to arch files; a picked folder is fine-tuned into net.finetuned.stats")
+    out = Path(args.output_path) if args.output_path else folder
+    check_output_dir(out)
     file_cfg = load_config_file(args.config) if args.config else {}
     settings = build_settings(EvalSettings, *finetune_layers(folder), file_cfg,
                               given_fields(args, EvalSettings)).validate()
+    check_device_here(settings.device)
+    check_finetune(folder, settings, out)
     log = None if args.quiet else (lambda msg: print(msg, flush=True))
-    out = Path(args.output_path) if args.output_path else folder
-    stats = finetune(folder, settings, out, log=log)
+    stats = finetune(folder, settings, out, log=log, checked=True)
     keys = ["test_top1", "top1", "params", "macs", "activations", "test_avg_macs", "test_exits_ratio"]
     print(f"{out / STATS_NAME}: " + ", ".join(f"{k} {stats[k]}" for k in keys if k in stats))
     return 0
@@ -65,10 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     if model_path.suffix != ".subnet" and model_path.suffix != ".json" and model_path.exists():
         raise ArchError(f"--model_path {model_path} is not an arch file (.subnet JSON)")
     arch = read_json(model_path, "arch file", ArchError)
+    name = args.name or model_path.stem
+    check_name(name)
+    out_dir = Path(args.output_path) if args.output_path else model_path.parent
+    check_output_dir(out_dir)
     file_cfg = load_config_file(args.config) if args.config else {}
     settings = build_settings(EvalSettings, file_cfg, given_fields(args, EvalSettings)).validate()
-    out_dir = Path(args.output_path) if args.output_path else model_path.parent
-    name = args.name or model_path.stem
+    check_device_here(settings.device)
+    resolve_arch(arch, settings)
+    preflight(settings)  # the data and the supernet, before anything is trained or written
     log = None if args.quiet else (lambda msg: print(msg, flush=True))
     stats = evaluate_arch(arch, settings, out_dir, name, log=log)
     keys = ["top1", "test_top1", "params", "macs", "activations", "avg_macs", "exits_ratio", "top1_robust"]

@@ -168,3 +168,36 @@ def test_the_library_module_does_not_import_the_cli():
     code = "import sys, cnas.finetune; assert 'cnas.cli' not in sys.modules, sorted(sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.slow
+def test_resumed_sam_finetune_equals_an_uninterrupted_one(pick, tmp_path, monkeypatch):
+    """The recipe's SAM: killed after its first epoch's state file, then the same command again; the weights
+    equal those of an uninterrupted fine-tune bit for bit (the state holds SAM's base SGD momentum)."""
+    import cnas.training.trainer as trainer
+
+    args = ["--epochs", "2", "--batch_size", "256", "--bn_recal_images", "256", "--num_threads", "1", "--quiet"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(pick, a)
+    shutil.copytree(pick, b)
+    assert cli("--model_path", a, *args) == 0
+    real_save = trainer.atomic_torch_save
+
+    def killed(path, obj):
+        real_save(path, obj)
+        raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(trainer, "atomic_torch_save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        cli("--model_path", b, *args)
+    monkeypatch.setattr(trainer, "atomic_torch_save", real_save)
+    state = torch.load(b / "train_state.pth", weights_only=True)
+    assert len(state["history"]) == 1 and state["config"]["optim"] == "SAM"
+    assert state["optimizer"]["state"] and all("momentum_buffer" in s for s in state["optimizer"]["state"].values())
+    assert cli("--model_path", b, *args) == 0
+    done_a = torch.load(a / "ckpt.finetuned.pth", weights_only=True)["state_dict"]
+    done_b = torch.load(b / "ckpt.finetuned.pth", weights_only=True)["state_dict"]
+    assert done_a.keys() == done_b.keys()
+    assert all(torch.equal(done_a[k], done_b[k]) for k in done_a)
+    st_a, st_b = (json.loads((f / "net.finetuned.stats").read_text()) for f in (a, b))
+    assert without_seconds(st_a) == without_seconds(st_b)

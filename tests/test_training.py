@@ -1,3 +1,4 @@
+import io
 import math
 
 import pytest
@@ -137,6 +138,61 @@ def test_resume_gives_the_uninterrupted_result(tmp_path):
     assert len(r.history) == 4
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
         assert torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("optim", ["SGD", "SAM"])
+def test_resume_is_exact_with_the_whole_optimizer_state(tmp_path, optim):
+    """Killed after epoch 2 of 4 and resumed: bit-identical weights; the state holds every momentum buffer
+    (SAM's are its base SGD's)."""
+    x, y = toy()
+    tr, va = Batches(x[:192], y[:192], 32, seed=3), Batches(x[192:], y[192:], 64)
+    cfg = TrainConfig(epochs=4, lr=0.1, optim=optim, rho=0.05)
+    full = net()
+    train(full, tr, va, cfg)
+    ck = tmp_path / "train_state.pth"
+    calls = {"n": 0}
+
+    def crashing_eval(model):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return evaluate(model, va)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(net(), tr, va, cfg, eval_fn=crashing_eval, checkpoint_path=str(ck))
+    state = torch.load(ck, weights_only=True)["optimizer"]["state"]
+    n_params = len(list(net().parameters()))
+    assert len(state) == n_params and all("momentum_buffer" in s for s in state.values())
+    resumed = net(seed=99)
+    train(resumed, tr, va, cfg, checkpoint_path=str(ck))
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_sam_state_dict_round_trip_keeps_the_base_optimizer():
+    x, y = toy(32)
+
+    def step(m, opt):
+        nn.functional.cross_entropy(m(x), y).backward()
+        opt.first_step(zero_grad=True)
+        nn.functional.cross_entropy(m(x), y).backward()
+        opt.second_step(zero_grad=True)
+
+    a = net()
+    opt_a = SAM(a.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, momentum=0.9)
+    step(a, opt_a)
+    b = net()
+    b.load_state_dict(a.state_dict())
+    opt_b = SAM(b.parameters(), torch.optim.SGD, rho=0.1, lr=0.1, momentum=0.9)
+    buf = io.BytesIO()  # through a file, as on resume
+    torch.save(opt_a.state_dict(), buf)
+    buf.seek(0)
+    opt_b.load_state_dict(torch.load(buf, weights_only=True))
+    assert opt_b.param_groups is opt_b.base_optimizer.param_groups
+    step(a, opt_a)
+    step(b, opt_b)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
 
 
 def test_resuming_with_another_recipe_is_refused(tmp_path):

@@ -72,9 +72,15 @@ class SAM(torch.optim.Optimizer):
         closure()
         self.second_step()
 
+    def state_dict(self) -> dict:
+        """The base optimizer's state (its momentum buffers) and the shared param groups (with ``rho`` and
+        ``adaptive``): everything a resumed run needs. SAM's own state, the perturbation ``e_w``, exists only
+        between :meth:`first_step` and :meth:`second_step`."""
+        return self.base_optimizer.state_dict()
+
     def load_state_dict(self, state_dict):
-        super().load_state_dict(state_dict)
-        self.base_optimizer.param_groups = self.param_groups
+        self.base_optimizer.load_state_dict(state_dict)
+        self.param_groups = self.base_optimizer.param_groups  # shared again, as after __init__
 
 
 @contextlib.contextmanager

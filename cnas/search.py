@@ -17,7 +17,7 @@ from cnas import archive as arc
 from cnas.cli import ArgumentParser, add_config_arg, add_dataclass_args, build_settings, given_fields, load_config_file, split_config
 from cnas.config import LATER_EVAL_SETTINGS, LATER_SETTINGS, SearchConfig
 from cnas.engine import Search
-from cnas.errors import ConfigError, run_cli
+from cnas.errors import ConfigError, StatsFileError, run_cli
 from cnas.evaluation import EvalSettings
 from cnas.fileio import atomic_write_text
 from cnas.problems import non_dominated
@@ -41,12 +41,18 @@ def main(argv: list[str] | None = None) -> int:
     base_s, base_e = {}, {}
     if args.resume:
         where = arc.resume_point(args.resume)
-        rec = arc.RunStore(where.save).read_config()
+        store = arc.RunStore(where.save)
+        rec = store.read_config()
         if rec is not None:
             base_s, base_e = rec.get("search", {}), rec.get("evaluation", {})
             # a run from before a setting existed had its old behaviour
             base_s, base_e = {**LATER_SETTINGS, **base_s}, {**LATER_EVAL_SETTINGS, **base_e}
             base_s["save"] = str(where.save)
+            try:  # the record on its own: its settings known, typed and in range
+                build_settings(SearchConfig, base_s).validate()
+                build_settings(EvalSettings, {k: v for k, v in base_e.items() if k not in EVAL_SKIP}).validate()
+            except ConfigError as exc:
+                raise StatsFileError(f"{store.config_path}: {exc}; restore it or start a new --save") from None
     file_cfg = load_config_file(args.config) if args.config else {}
     known = set(split_config(file_cfg, SearchConfig)) | set(split_config(file_cfg, EvalSettings, EVAL_RENAME)) \
         | set(EVAL_RENAME.values())

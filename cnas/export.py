@@ -21,9 +21,9 @@ training (the mean/std that fine-tuning used, else the dataset's, are written to
     (any batch size; no compute saved), since data-dependent early returns do not map onto a portable ONNX
     graph. Use the TorchScript file where the saving matters.
 
-Each export is checked before it is reported: the file is loaded back (``torch.jit.load`` / onnxruntime) and
+Each export is checked before it is written: the exported bytes are loaded back (``torch.jit.load`` / onnxruntime) and
 its outputs on random inputs are compared with the torch model's (``predict`` with early stop for an early-exit
-net); a mismatch above ``--atol`` is an error.
+net); a mismatch above ``--atol`` (a number >= 0) is an error and leaves nothing at ``--output``.
 """
 
 from __future__ import annotations
@@ -40,15 +40,22 @@ import torch.nn.functional as F
 
 from cnas.cli import ArgumentParser
 from cnas.data import get_dataset_info
-from cnas.errors import CheckpointError, ConfigError, DataError, run_cli
+from cnas.errors import CheckpointError, ConfigError, DataError, UsageError, run_cli
 from cnas.fileio import atomic_write_bytes, atomic_write_json
 from cnas.models import EENetwork
 from cnas.models.checkpoint import load_net_checkpoint
+from cnas.settings import Bound
 from cnas.spaces.geometry import INPUT_CHANNELS
 
 FORMATS = ("torchscript", "onnx")
+#: The accepted ``--atol``: a finite number >= 0.
+ATOL = Bound(lo=0)
 WEIGHTS = ("ckpt.finetuned.pth", "ckpt.pth", "inherited.pth")
 SUFFIX = {"torchscript": "torchscript.pt", "onnx": "onnx"}
+
+
+class ExportCheckFailed(UsageError):
+    """The exported file, loaded back, does not give the torch model's outputs within ``--atol``."""
 
 
 # ---------------------------------------------------------------- loading the trained network
@@ -212,14 +219,16 @@ def export(folder: str | Path, fmt: str = "torchscript", output: str | Path | No
     ``<output>.json``) with ``max_abs_diff`` and ``exit_agreement`` of the check."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    ATOL("atol", atol)
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"{folder} is not a folder; give a pick of cnas.post_search")
+    out = Path(output) if output else folder / f"net.{SUFFIX[fmt]}"
+    check_output_file(out)
     ck_path = find_checkpoint(folder, checkpoint)
     model, meta = load_network(ck_path)
     is_ee = isinstance(model, EENetwork)
     r = meta["resolution"]
-    out = Path(output) if output else folder / f"net.{SUFFIX[fmt]}"
     with warnings.catch_warnings():
         # torch 2.9+ marks torch.jit and the TorchScript-based ONNX exporter deprecated: nothing a user can act on
         for category in (FutureWarning, DeprecationWarning):
@@ -228,15 +237,26 @@ def export(folder: str | Path, fmt: str = "torchscript", output: str | Path | No
         return _export(model, meta, ck_path, fmt, out, is_ee, r, atol, n_check, seed)
 
 
+def check_output_file(out: Path) -> None:
+    """``--output``: a file path (not a folder) whose folder is not a file."""
+    if out.is_dir():
+        raise ConfigError(f"--output {out} is a folder; give the export's file path, e.g. {out / 'net.onnx'}")
+    blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise ConfigError(f"--output {out}: {blocker} is a file, not a folder")
+
+
 def _export(model, meta, ck_path, fmt, out, is_ee, r, atol, n_check, seed) -> dict:
+    """Export in memory, load the bytes back and compare their outputs with the torch model's; only an export
+    that passed is written to ``out`` (atomically), then its sidecar."""
     module = deployable(model, fmt)
     g = torch.Generator().manual_seed(seed)
     batch = 1 if (is_ee and fmt == "torchscript") else 2
     xs = [torch.randn(batch, INPUT_CHANNELS, r, r, generator=g) for _ in range(n_check)]
     if fmt == "torchscript":
-        run = _export_torchscript(module, out, xs[0], is_ee)
+        data, run = _export_torchscript(module, xs[0], is_ee)
     else:
-        run = _export_onnx(module, out, xs[0], is_ee)
+        data, run = _export_onnx(module, xs[0], is_ee)
     diff, agree = 0.0, 0
     for x in xs:
         ref = _reference(model, x, fmt)
@@ -244,9 +264,10 @@ def _export(model, meta, ck_path, fmt, out, is_ee, r, atol, n_check, seed) -> di
         diff = max(diff, float((got[0] - ref[0]).abs().max()))
         if is_ee:
             agree += int(torch.equal(got[1].long().view(-1), ref[1].long().view(-1)))
-    if diff > atol or (is_ee and agree < len(xs)):
-        raise RuntimeError(f"the exported {fmt} model differs from the torch model (max |diff| {diff:.2e}, "
-                           f"{agree}/{len(xs)} exit decisions equal)")
+    if not diff <= atol or (is_ee and agree < len(xs)):
+        decisions = f", {agree}/{len(xs)} exit decisions equal" if is_ee else ""
+        raise ExportCheckFailed(f"the exported {fmt} model differs from the torch model (max |diff| {diff:.2e} "
+                                f"against --atol {atol:g}{decisions}); nothing was written to {out}")
     norm = {"mean": meta["mean"], "std": meta["std"]} if meta.get("mean") and meta.get("std") else None
     if norm is None and meta.get("dataset"):
         try:
@@ -264,28 +285,31 @@ def _export(model, meta, ck_path, fmt, out, is_ee, r, atol, n_check, seed) -> di
             "thresholds": list(model.thresholds), "early_stop": fmt == "torchscript"},
         "max_abs_diff": diff, "exit_agreement": (agree / len(xs)) if is_ee else None,
     }
+    atomic_write_bytes(out, data)
     atomic_write_json(out.with_name(out.name + ".json"), record)
     return record
 
 
-def _export_torchscript(module: nn.Module, out: Path, x: torch.Tensor, is_ee: bool) -> Callable:
+def _export_torchscript(module: nn.Module, x: torch.Tensor, is_ee: bool) -> tuple[bytes, Callable]:
+    """The TorchScript file's bytes and a function running them loaded back."""
     if not isinstance(module, torch.jit.ScriptModule):
         with torch.no_grad():
             module = torch.jit.trace(module, x, check_trace=False)
     buf = io.BytesIO()
     torch.jit.save(module, buf)
-    atomic_write_bytes(out, buf.getvalue())
-    loaded = torch.jit.load(str(out))
+    data = buf.getvalue()
+    loaded = torch.jit.load(io.BytesIO(data))
 
     def run(inp):
         with torch.no_grad():
             y = loaded(inp)
         return list(y) if isinstance(y, (tuple, list)) else [y]
 
-    return run
+    return data, run
 
 
-def _export_onnx(module: nn.Module, out: Path, x: torch.Tensor, is_ee: bool) -> Callable:
+def _export_onnx(module: nn.Module, x: torch.Tensor, is_ee: bool) -> tuple[bytes, Callable]:
+    """The ONNX file's bytes and a function running them in onnxruntime."""
     try:
         import onnx  # noqa: F401
         import onnxruntime as ort
@@ -297,13 +321,13 @@ def _export_onnx(module: nn.Module, out: Path, x: torch.Tensor, is_ee: bool) -> 
     with torch.no_grad():
         torch.onnx.export(module, (x,), buf, dynamo=False, input_names=["input"], output_names=names,
                           dynamic_axes=axes, opset_version=17)
-    atomic_write_bytes(out, buf.getvalue())
-    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    data = buf.getvalue()
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
 
     def run(inp):
         return [torch.from_numpy(v) for v in sess.run(None, {"input": inp.numpy()})]
 
-    return run
+    return data, run
 
 
 def parser() -> ArgumentParser:

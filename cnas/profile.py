@@ -10,20 +10,20 @@ counts come from closed forms that equal the measured ones exactly (see :mod:`cn
 
 from __future__ import annotations
 
-import argparse
 import json
 
+from cnas.cli import ArgumentParser
 from cnas.complexity import count
 from cnas.errors import ArchError, ConfigError, run_cli
 from cnas.fileio import read_json
 from cnas.spaces import SPACES, get_space, space_of
-from cnas.spaces.geometry import exit_positions
+from cnas.spaces.geometry import MAX_RESOLUTION, exit_positions
 
 PROG = "cnas.profile"
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Exact params / MACs / activations (millions) of an arch.")
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description="Exact params / MACs / activations (millions) of an arch.")
     p.add_argument("subnet", help="arch JSON file (e.g. net_0.subnet)")
     p.add_argument("--n_classes", type=int, default=10, help="classifier outputs (default 10)")
     p.add_argument("--resolution", type=int, default=None, help="input resolution (default: the arch's 'r')")
@@ -42,8 +42,10 @@ def profile(arch: object, n_classes: int = 10, resolution: int | None = None, se
     r = resolution if resolution is not None else arch.get("r")
     if r is None:
         raise ArchError("the architecture has no resolution 'r': pass --resolution R")
-    if isinstance(r, bool) or not isinstance(r, (int, float)) or not float(r).is_integer() or r < 1:
-        raise ArchError(f"resolution {r!r} is not a positive integer; pass --resolution R")
+    if (isinstance(r, bool) or not isinstance(r, (int, float)) or (isinstance(r, float) and not r.is_integer())
+            or not 1 <= r <= MAX_RESOLUTION):
+        raise ArchError(f"resolution {r!r} is not an integer in [1, {MAX_RESOLUTION}] (pixels per side); pass "
+                        "--resolution R")
     r = int(r)
     name = search_space or space_of(arch)
     canonical = get_space(name, r, r).validate({**arch, "r": r})

@@ -23,7 +23,7 @@ import sys
 from cnas.cli import ArgumentParser, add_config_arg, add_dataclass_args, build_settings, given_fields, load_config_file
 from cnas.errors import ConfigError, run_cli
 from cnas.training.progressive import SupernetConfig, train_supernet
-from cnas.training.trainer import TrainingDiverged
+from cnas.training.trainer import TrainingDiverged, check_device_here
 
 
 def parser() -> ArgumentParser:
@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = build_settings(SupernetConfig, file_cfg, given_fields(args, SupernetConfig))
     if args.quiet:
         cfg.progress = False
+    cfg.preflight()  # bad input stops here, before anything is trained or written
+    check_device_here(cfg.device)
     log = None if args.quiet else (lambda msg: print(msg, flush=True))
     try:
         result = train_supernet(cfg, log=log, overwrite=args.overwrite)

@@ -119,3 +119,20 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     (tmp_path / "p" / "ckpt.pth").write_bytes(b"not a checkpoint")
     assert cli(tmp_path / "p") == 2
     assert "cannot be read" in capsys.readouterr().err
+
+
+def test_a_failed_check_writes_nothing(tmp_path, monkeypatch):
+    import cnas.export as ex
+    from cnas.errors import ConfigError
+
+    make_folder(tmp_path / "p", small())
+    real = ex._reference
+    monkeypatch.setattr(ex, "_reference", lambda model, x, fmt: [r + 1.0 for r in real(model, x, fmt)])
+    with pytest.raises(ex.ExportCheckFailed, match="nothing was written"):
+        export(tmp_path / "p", "torchscript")
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["ckpt.finetuned.pth", "net.subnet"]
+    monkeypatch.setattr(ex, "_reference", real)
+    for atol in (float("nan"), -1e-4, float("inf")):
+        with pytest.raises(ConfigError, match="--atol"):
+            export(tmp_path / "p", "torchscript", atol=atol)
+    assert export(tmp_path / "p", "torchscript")["max_abs_diff"] <= 1e-4

@@ -202,14 +202,21 @@ def load_supernet(
     return net
 
 
+#: Why a search's supernet must have width 1.0 (the end of :func:`check_supernet_file`'s message).
+SEARCH_WIDTH_HINT = ("; cnas's spaces and complexity counts are width 1.0: use ofa_mbv3_d234_e346_k357_w1.0 or a "
+                     "cnas.supernet checkpoint")
+
+
 def check_supernet_file(path: str | os.PathLike, n_classes: int, flag: str = "--supernet_path",
-                        width_mult: float | None = 1.0, same_classes: bool = True) -> dict:
+                        width_mult: float | None = 1.0, same_classes: bool = True,
+                        width_hint: str = SEARCH_WIDTH_HINT) -> dict:
     """Open the supernet file ``path`` as :func:`load_supernet` would and refuse, with one line naming ``flag``,
     what does not fit: a missing path, a folder, an empty, truncated or unreadable file, a file that is no
     MobileNetV3 d234/e346/k357 supernet (keys, shapes), one of another width than ``width_mult`` (None: any
     official width), a cnas supernet of another search space (its recorded kernel, expansion and depth choices)
     or, with ``same_classes``, a cnas supernet trained for another class count than ``n_classes`` (an official
-    1000-class ImageNet head is always replaced). Nothing is kept and torch's random state is left as it was.
+    1000-class ImageNet head is always replaced); ``width_hint`` ends the message about another width. Nothing
+    is kept and torch's random state is left as it was.
     Returns the file's ``meta`` (``{}`` for an official checkpoint)."""
     p = Path(path)
     if not p.exists():
@@ -232,9 +239,8 @@ def check_supernet_file(path: str | os.PathLike, n_classes: int, flag: str = "--
                               "final_expand_layer); give a cnas.supernet checkpoint or the official OFA weights")
     width = infer_width(p, sd, meta)
     if width_mult is not None and width != float(width_mult):
-        raise CheckpointError(f"{flag} {p} is a width-{width:g} supernet; cnas's spaces and complexity counts are "
-                              f"width {float(width_mult):g} (use ofa_mbv3_d234_e346_k357_w1.0 or a cnas.supernet "
-                              "checkpoint)")
+        raise CheckpointError(f"{flag} {p} is a width-{width:.1f} supernet, not width {float(width_mult):.1f}"
+                              f"{width_hint}")
     classes = meta.get("n_classes")
     if same_classes and meta and classes is not None and classes != n_classes:
         raise CheckpointError(f"{flag} {p} was trained for {classes} classes but the data has {n_classes}; "
@@ -315,13 +321,13 @@ def load_net_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
     if arch is not None and not _same_arch(ck["arch"], arch):
         raise CheckpointError(f"checkpoint {path} was saved for another arch than net.subnet; delete it or restore "
                               "the pick's net.subnet")
-    if n_classes is not None and ck.get("n_classes") not in (None, n_classes):
-        raise CheckpointError(f"checkpoint {path} has a {ck['n_classes']}-class head but the data has {n_classes} "
-                              "classes; pass the search's --dataset/--n_classes")
-    meta = {k: v for k, v in ck.items() if k != "state_dict"}
     classes = ck["n_classes"]
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
         raise _fail(path, f"'n_classes' must be a positive integer, found {classes!r}")
+    if n_classes is not None and classes != n_classes:
+        raise CheckpointError(f"checkpoint {path} has a {classes}-class head but the data has {n_classes} "
+                              "classes; pass the search's --dataset/--n_classes")
+    meta = {k: v for k, v in ck.items() if k != "state_dict"}
     r = ck.get("resolution") or ck["arch"].get("r")
     if isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= MAX_RESOLUTION:
         raise _fail(path, f"'resolution' (or the arch's 'r') must be an integer in [1, {MAX_RESOLUTION}], "
@@ -343,6 +349,14 @@ def load_net_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
         fits = "its arch"
     else:
         fits = "the network"
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unknown = [k for k in sd if k not in own]
+    shaped = [k for k in sd if k in own and sd[k].shape != own[k].shape]
+    if missing or unknown or shaped:
+        parts = [f"{len(v)} {what} (e.g. {v[0]!r})" for v, what in ((missing, "missing keys"),
+                 (unknown, "unknown keys"), (shaped, "tensors of another shape")) if v]
+        raise CheckpointError(f"checkpoint {path} does not fit {fits}: {', '.join(parts)}")
     try:  # torch's strict loading (ofa's override renames keys and asserts on unknown ones)
         nn.Module.load_state_dict(model, sd, strict=True)
     except (RuntimeError, ValueError, KeyError, AssertionError) as exc:

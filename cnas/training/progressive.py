@@ -65,6 +65,7 @@ from cnas.models import (
     save_supernet,
     set_active_arch,
 )
+from cnas.models.checkpoint import check_supernet_file
 from cnas.progress import progress_bar
 from cnas.settings import (
     NON_NEGATIVE,
@@ -81,7 +82,9 @@ from cnas.settings import (
     setting,
 )
 from cnas.spaces import DEPTHS, EXPANSIONS, KERNELS, N_STAGES, get_space
-from cnas.training.trainer import TrainConfig, TrainingDiverged, evaluate, make_optimizer, make_scheduler
+from cnas.spaces.geometry import MAX_RESOLUTION, WIDTH_MULTS
+from cnas.training.trainer import (SEED, TrainConfig, TrainingDiverged, check_device, evaluate, make_optimizer,
+                                   make_scheduler)
 
 STATE_FORMAT = "cnas-supernet-state"
 STATE_VERSION = 1
@@ -112,6 +115,11 @@ PHASES: tuple[Phase, ...] = (
 )
 
 
+def _width_check(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) not in WIDTH_MULTS:
+        raise ConfigError(f"--{name} must be 1.0 or 1.2 (the official OFA widths), got {value!r}")
+
+
 @dataclass
 class SupernetConfig(DeviceSettings, SgdSettings, ResolutionSettings, DataSettings):
     """Settings of one supernet training (the flags of ``python -m cnas.supernet``): data, resolutions, the SGD
@@ -131,7 +139,8 @@ class SupernetConfig(DeviceSettings, SgdSettings, ResolutionSettings, DataSettin
                                           "classifier is replaced when the class count differs)")
     save: str | None = setting(None, help="output checkpoint (default: supernets/<dataset>.pth); <save>.state "
                                           "holds the resumable state", runtime=True)
-    width_mult: float = setting(1.0, help="supernet width 1.0 or 1.2 (with --init: read from the file)")
+    width_mult: float = setting(1.0, help="supernet width 1.0 or 1.2 (with --init: read from the file)",
+                                check=_width_check)
     train_lr: float = setting(0.05, help="learning rate of the full-network phase", check=POSITIVE)
     elastic_lr: float = setting(0.02, help="learning rate of the elastic phases", check=POSITIVE)
     epochs_full: int = setting(3, help="epochs of the full network (0 with --init to go straight to shrinking)",
@@ -152,7 +161,8 @@ class SupernetConfig(DeviceSettings, SgdSettings, ResolutionSettings, DataSettin
                                               check=POSITIVE_INT)
     eval_each_phase: bool = setting(True, help="measure smallest/middle/largest after every phase (else only at "
                                                "the end)", runtime=True)
-    seed: int = setting(0, help="seed of the sampled sub-networks, batch order and augmentation")
+    seed: int = setting(0, help="seed of the sampled sub-networks, batch order and augmentation",
+                        check=SEED)
     progress: bool = setting(True, help="progress bars", runtime=True)
 
     def validate(self) -> "SupernetConfig":
@@ -160,12 +170,34 @@ class SupernetConfig(DeviceSettings, SgdSettings, ResolutionSettings, DataSettin
         if sum(self.phase_epochs().values()) == 0:
             raise ConfigError("every phase has 0 epochs: give e.g. --epochs_full 3 --epochs_kernel 1")
         get_space("mobilenetv3", self.lr, self.ur, self.rstep)  # checks the resolution flags
+        if self.ur > MAX_RESOLUTION:
+            raise ConfigError(f"--ur {self.ur} is beyond the largest input resolution {MAX_RESOLUTION}")
         if not 0 < self.val_split < 1:
             raise ConfigError(f"--val_split {self.val_split} must be in (0, 1): the subnets are measured on the "
                               "validation split (never on the test set)")
-        if self.width_mult not in (1.0, 1.2):
-            raise ConfigError(f"--width_mult must be 1.0 or 1.2 (the official OFA widths), got {self.width_mult}")
+        check_device("device", self.device)
         return self
+
+    def preflight(self) -> None:
+        """Everything that can be checked without training, before anything is written: the settings, the data
+        (opened as training opens it), the ``--init`` weights (:func:`cnas.models.checkpoint.check_supernet_file`:
+        any class count; the width given, else any official one) and what ``--save`` names (a file path whose
+        folder is not a file). Torch's random state is left as it was."""
+        self.validate()
+        path = self.save_path()
+        if path.is_dir():
+            raise ConfigError(f"--save {path} is a folder; give the supernet's file path, e.g. {path / 'net.pth'}")
+        parent = next((p for p in path.parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise ConfigError(f"--save {path}: {parent} is a file, not a folder")
+        with torch.random.fork_rng(devices=[]):
+            loaders = load_data(self.dataset, self.data, resolution=self.ur, val_split=self.val_split,
+                                batch_size=self.batch_size, seed=self.seed, augment=self.augment,
+                                n_classes=self.n_classes, device="cpu")
+        if self.init:
+            check_supernet_file(self.init, loaders.n_classes, flag="--init",
+                                width_mult=None if self.width_mult == 1.0 else self.width_mult, same_classes=False,
+                                width_hint=f" as --width_mult {self.width_mult} asks")
 
     def save_path(self) -> Path:
         return Path(self.save) if self.save else Path("supernets") / f"{self.dataset}.pth"

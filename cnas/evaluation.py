@@ -47,7 +47,7 @@ from cnas.spaces import SPACES, exit_mask, get_space, space_for_arch
 from cnas.spaces.geometry import MAX_RESOLUTION, binary_heads
 from cnas.training.early_exit import EEConfig, balanced_subset, exit_costs, measure_exits, train_exits
 from cnas.training.robustness import sigma_grid, top1_robust, weight_robustness
-from cnas.training.trainer import TrainConfig, TrainResult, check_device, evaluate, train, use_channels_last
+from cnas.training.trainer import TrainConfig, TrainResult, evaluate, train, use_channels_last
 
 STATS_DECIMALS = 2
 #: An input resolution: whole pixels per side, at most :data:`cnas.spaces.geometry.MAX_RESOLUTION`.
@@ -81,7 +81,6 @@ class EvalSettings(DeviceSettings, ExitSettings, ConstraintSettings, RobustnessS
 
     def validate(self) -> "EvalSettings":
         super().validate()
-        check_device("device", self.device)
         if self.eval_robust:
             sigma_grid(self.sigma_min, self.sigma_max, self.sigma_step)
             if self.n_draws < 1:

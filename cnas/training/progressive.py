@@ -83,7 +83,7 @@ from cnas.settings import (
 )
 from cnas.spaces import DEPTHS, EXPANSIONS, KERNELS, N_STAGES, get_space
 from cnas.spaces.geometry import MAX_RESOLUTION, WIDTH_MULTS
-from cnas.training.trainer import (SEED, TrainConfig, TrainingDiverged, check_device, evaluate, make_optimizer,
+from cnas.training.trainer import (SEED, TrainConfig, TrainingDiverged, evaluate, make_optimizer,
                                    make_scheduler)
 
 STATE_FORMAT = "cnas-supernet-state"
@@ -175,7 +175,6 @@ class SupernetConfig(DeviceSettings, SgdSettings, ResolutionSettings, DataSettin
         if not 0 < self.val_split < 1:
             raise ConfigError(f"--val_split {self.val_split} must be in (0, 1): the subnets are measured on the "
                               "validation split (never on the test set)")
-        check_device("device", self.device)
         return self
 
     def preflight(self) -> None:

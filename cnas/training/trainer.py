@@ -33,19 +33,6 @@ class TrainingDiverged(RuntimeError):
 
 #: A seed: what numpy's and torch's generators both take.
 SEED = Bound(integer=True, lo=0, hi=2**32 - 1, why="a 32-bit seed")
-#: The torch device types cnas trains on.
-DEVICE_TYPES = ("cpu", "cuda", "mps")
-
-
-def check_device(name: str, value: Any) -> None:
-    """A device setting ``--<name>``: ``cpu``, ``cuda`` or ``cuda:N`` (or ``mps``), as torch spells it; nothing
-    is initialised (the device may be another machine's, as a Ray worker's)."""
-    try:
-        dev = torch.device(value) if isinstance(value, str) else None
-    except (RuntimeError, ValueError):
-        dev = None
-    if dev is None or dev.type not in DEVICE_TYPES:
-        raise ConfigError(f"--{name} must be cpu, cuda or cuda:N, got {value!r}")
 
 
 def check_device_here(device: str, name: str = "device") -> None:

@@ -10,10 +10,10 @@ from cnas.errors import ConfigError
 from cnas.evaluation import EvalSettings
 from cnas.settings import (
     NON_NEGATIVE_INT,
-    POSITIVE_INT,
     ExecutorSettings,
     OneOf,
     ResolutionSettings,
+    count,
     int_at_least,
     later_settings,
     result_settings,
@@ -37,10 +37,10 @@ class SearchConfig(ExecutorSettings, ResolutionSettings):
                                              "comma-separated names run a search with three or more objectives; "
                                              "none: single-objective")
     iterations: int = setting(30, help="search iterations after the initial design", runtime=True,
-                              check=NON_NEGATIVE_INT)
+                              check=count())
     n_doe: int = setting(100, help="size of the initial design (smallest, largest and random archs)",
-                         check=int_at_least(2, "the smallest and largest arch"))
-    n_iter: int = setting(8, help="archs evaluated per iteration", check=POSITIVE_INT)
+                         check=count(2, "the smallest and largest arch"))
+    n_iter: int = setting(8, help="archs evaluated per iteration", check=count(1))
     first_predictor: str = setting("as", help="surrogate of the first objective: rbf, gp, mlp, carts, as")
     sec_predictor: str | None = setting(None, help="surrogate of a predicted second objective (avg_macs, "
                                                    "top1_robust); default: first_predictor")
@@ -52,11 +52,11 @@ class SearchConfig(ExecutorSettings, ResolutionSettings):
                                 check=OneOf(("pooled", "mean_std")), earlier="mean_std")
     search_space: str = setting("mobilenetv3", help="mobilenetv3, eemobilenetv3 (EDANAS early exits) or "
                                                     "cbnmobilenetv3 (NACHOS early exits)")
-    pop_size: int = setting(40, help="population of NSGA-II on the surrogate problem", check=int_at_least(2))
+    pop_size: int = setting(40, help="population of NSGA-II on the surrogate problem", check=count(2))
     n_gens: int = setting(20, help="generations of NSGA-II on the surrogate problem per iteration",
-                          check=NON_NEGATIVE_INT)
+                          check=count())
     patience: int = setting(10, help="stop after this many iterations without hypervolume gain (0: never)",
-                            runtime=True, check=NON_NEGATIVE_INT)
+                            runtime=True, check=count())
     pick: str = setting("gaps", help="how each iteration picks its n_iter candidates from the predicted front: "
                                      "gaps (the original's: even gaps along the second objective) or hv (largest "
                                      "predicted hypervolume gain over the archive's front)",

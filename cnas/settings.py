@@ -70,7 +70,7 @@ class Bound:
             return False
         if self.integer and not isinstance(v, int):
             return False
-        if not math.isfinite(v):
+        if isinstance(v, float) and not math.isfinite(v):  # (an int is finite; isfinite overflows on huge ints)
             return False
         if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
             return False
@@ -113,6 +113,16 @@ FRACTION = Bound(lo=0, hi=1)
 
 def int_at_least(n: int, why: str = "") -> Bound:
     return Bound(integer=True, lo=n, why=why)
+
+
+#: The largest count a search takes (archs, iterations, generations, population): far beyond any budget that can
+#: be evaluated, and small enough that sampling and bookkeeping stay within memory.
+MAX_COUNT = 100_000
+
+
+def count(lo: int = 0, why: str = "") -> Bound:
+    """An integer count in ``[lo, MAX_COUNT]``."""
+    return Bound(integer=True, lo=lo, hi=MAX_COUNT, why=why)
 
 
 Check = Callable[[str, Any], None]

@@ -871,13 +871,8 @@ def parse_gpu_list(text: str | Sequence | None) -> list[int] | None:
     return ids
 
 
-def check_executor_settings(kind: str = "local", n_workers: int | None = None,
-                            gpu_list: Sequence[int] | None = None, gpus_per_job: float | None = None,
-                            cpus_per_job: float = 1, ray_address: str | None = None, timeout: float | None = None,
-                            retries: int | None = None) -> None:
-    """Every check of :func:`get_executor` without starting anything (no worker, no Ray instance): the kind, the
-    counts, the GPU ids against this machine's devices, and that a Ray head at ``ray_address`` answers.
-    Raises a one-line :class:`ConfigError`."""
+def _check_flags(kind, n_workers, gpu_list, gpus_per_job, cpus_per_job, ray_address, timeout, retries) -> str:
+    """The checks that :func:`check_executor_settings` and :func:`get_executor` share; the executor kind."""
     kind = str(kind).lower()
     if kind not in KINDS:
         raise ConfigError(f"--executor {kind!r}: choose one of {', '.join(KINDS)}")
@@ -892,20 +887,36 @@ def check_executor_settings(kind: str = "local", n_workers: int | None = None,
         raise ConfigError(f"--timeout must be a positive number of seconds, got {timeout!r}")
     if retries is not None and (not isinstance(retries, int) or retries < 0):
         raise ConfigError(f"--retries must be an integer >= 0, got {retries!r}")
+    if kind == "ray" and gpu_list:
+        raise ConfigError("--gpu_list applies to --executor local; Ray assigns GPUs itself (use --gpu for "
+                          "GPUs per job)")
+    if kind != "ray" and ray_address is not None:
+        raise ConfigError("--ray_address needs --executor ray")
+    if kind != "ray" and gpu_list:
+        _whole_gpus(gpus_per_job)
+    return kind
+
+
+def _whole_gpus(gpus_per_job: float | None) -> int:
+    gpj = 1 if gpus_per_job is None else gpus_per_job
+    if gpj != int(gpj):
+        raise ConfigError(f"--gpu {gpj}: local GPU jobs take whole GPUs")
+    return int(gpj)
+
+
+def check_executor_settings(kind: str = "local", n_workers: int | None = None,
+                            gpu_list: Sequence[int] | None = None, gpus_per_job: float | None = None,
+                            cpus_per_job: float = 1, ray_address: str | None = None, timeout: float | None = None,
+                            retries: int | None = None) -> None:
+    """Every check of :func:`get_executor` without starting anything (no worker, no Ray instance): the kind, the
+    counts, the GPU ids against this machine's devices, and that a Ray head at ``ray_address`` answers.
+    Raises a one-line :class:`ConfigError`."""
+    kind = _check_flags(kind, n_workers, gpu_list, gpus_per_job, cpus_per_job, ray_address, timeout, retries)
     if kind == "ray":
-        if gpu_list:
-            raise ConfigError("--gpu_list applies to --executor local; Ray assigns GPUs itself (use --gpu for "
-                              "GPUs per job)")
         if ray_address is not None and ray_address != "auto":
             _check_reachable(ray_address)
-        return
-    if ray_address is not None:
-        raise ConfigError("--ray_address needs --executor ray")
-    if gpu_list:
-        gpj = 1 if gpus_per_job is None else gpus_per_job
-        if gpj != int(gpj):
-            raise ConfigError(f"--gpu {gpj}: local GPU jobs take whole GPUs")
-        _gpu_slots(list(gpu_list), int(gpj), 1)
+    elif gpu_list:
+        _gpu_slots(list(gpu_list), _whole_gpus(gpus_per_job), 1)
 
 
 def get_executor(kind: str = "local", n_workers: int | None = None, gpu_list: Sequence[int] | None = None,
@@ -923,37 +934,15 @@ def get_executor(kind: str = "local", n_workers: int | None = None, gpu_list: Se
     ``retries``: re-runs of an item whose worker (or node) died (default: 0 local, 1 Ray); exceptions raised
     by ``fn`` are never retried.
     """
-    kind = str(kind).lower()
-    if kind not in KINDS:
-        raise ConfigError(f"--executor {kind!r}: choose one of {', '.join(KINDS)}")
-    if n_workers is not None and (not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1):
-        raise ConfigError(f"--n_workers must be an integer >= 1, got {n_workers!r}")
-    if not (isinstance(cpus_per_job, (int, float)) and math.isfinite(cpus_per_job) and cpus_per_job > 0):
-        raise ConfigError(f"CPUs per job must be positive, got {cpus_per_job!r}")
-    if gpus_per_job is not None and not (isinstance(gpus_per_job, (int, float)) and math.isfinite(gpus_per_job)
-                                         and gpus_per_job >= 0):
-        raise ConfigError(f"--gpu (GPUs per job) must be a number >= 0, got {gpus_per_job!r}")
-    if timeout is not None and not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
-        raise ConfigError(f"--timeout must be a positive number of seconds, got {timeout!r}")
-    if retries is not None and (not isinstance(retries, int) or retries < 0):
-        raise ConfigError(f"--retries must be an integer >= 0, got {retries!r}")
-
+    kind = _check_flags(kind, n_workers, gpu_list, gpus_per_job, cpus_per_job, ray_address, timeout, retries)
     if kind == "ray":
-        if gpu_list:
-            raise ConfigError("--gpu_list applies to --executor local; Ray assigns GPUs itself (use --gpu for "
-                              "GPUs per job)")
         return RayExecutor(address=ray_address, n_workers=n_workers, gpus_per_job=gpus_per_job,
                            cpus_per_job=cpus_per_job, timeout=timeout, retries=1 if retries is None else retries,
                            progress=progress)
 
-    if ray_address is not None:
-        raise ConfigError("--ray_address needs --executor ray")
     threads = max(1, int(cpus_per_job))
     if gpu_list:
-        gpj = 1 if gpus_per_job is None else gpus_per_job
-        if gpj != int(gpj):
-            raise ConfigError(f"--gpu {gpj}: local GPU jobs take whole GPUs")
-        groups = _gpu_slots(list(gpu_list), int(gpj), threads)
+        groups = _gpu_slots(list(gpu_list), _whole_gpus(gpus_per_job), threads)
         n = max(n_workers or 1, len(groups))
         slots = [groups[i % len(groups)] for i in range(n)]
     else:

@@ -77,3 +77,66 @@ def test_kill_9_during_the_design_and_a_later_iteration(tmp_path, supernet):
     assert r.returncode == 0, r.stderr
     assert final_archive(part) == final_archive(full)
     assert not list(part.rglob(".*.tmp"))
+
+
+def test_kill_9_during_a_fine_tune(tmp_path):
+    """``cnas.train --model_path <pick>`` killed after its first epoch's state file: the same command resumes it
+    to the weights of an uninterrupted fine-tune, bit for bit (SAM, the recipe's optimizer)."""
+    import shutil
+
+    from test_finetune import make_pick, small
+
+    pick = make_pick(tmp_path / "pick", small())
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(pick, a)
+    shutil.copytree(pick, b)
+
+    def cmd(folder):
+        return [sys.executable, "-m", "cnas.train", "--model_path", str(folder), "--epochs", "3", "--batch_size",
+                "256", "--bn_recal_images", "256", "--num_threads", "1", "--quiet"]
+
+    r = subprocess.run(cmd(a), capture_output=True, text=True, env=env(), timeout=600)
+    assert r.returncode == 0, r.stderr
+    state = b / "train_state.pth"
+    assert kill_when(cmd(b), lambda: state.exists())
+    assert not (b / "ckpt.finetuned.pth").exists()
+    r = subprocess.run(cmd(b), capture_output=True, text=True, env=env(), timeout=600)
+    assert r.returncode == 0, r.stderr
+    wa = torch.load(a / "ckpt.finetuned.pth", weights_only=True)["state_dict"]
+    wb = torch.load(b / "ckpt.finetuned.pth", weights_only=True)["state_dict"]
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_kill_9_during_a_post_search(tmp_path, supernet):
+    """``cnas.post_search`` killed while it writes its picks (inheriting weights from the supernet, so each pick
+    takes a moment): the same command completes them as an uninterrupted run writes them."""
+    from conftest import FakeExecutor
+
+    from cnas.config import SearchConfig
+    from cnas.engine import Search
+    from cnas.evaluation import EvalSettings
+
+    run = tmp_path / "run"
+    cfg = SearchConfig(save=str(run), sec_obj="macs", n_doe=12, iterations=1, n_iter=4, pop_size=12, n_gens=3,
+                       first_predictor="rbf", plots=False, progress=False)
+    Search(cfg, EvalSettings(), log=lambda m: None, executor=FakeExecutor()).run()
+
+    def cmd(out):
+        return [sys.executable, "-m", "cnas.post_search", "--expr", str(run / "iter_1.stats"), "--save", str(out),
+                "-n", "4", "--supernet_path", str(supernet)]
+
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    r = subprocess.run(cmd(whole), capture_output=True, text=True, env=env(), timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert kill_when(cmd(part), lambda: (part / "net-trade-off_0" / "pick.json").exists())
+    assert not (part / "results.csv").exists()
+    r = subprocess.run(cmd(part), capture_output=True, text=True, env=env(), timeout=600)
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in whole.iterdir() if p.is_dir())
+    assert sorted(p.name for p in part.iterdir() if p.is_dir()) == names and len(names) >= 4
+    for n in names:
+        assert (part / n / "net.subnet").read_text() == (whole / n / "net.subnet").read_text()
+        wa = torch.load(whole / n / "inherited.pth", weights_only=True)["state_dict"]
+        wb = torch.load(part / n / "inherited.pth", weights_only=True)["state_dict"]
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not list(part.glob(".*"))

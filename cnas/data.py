@@ -24,6 +24,10 @@ digits         10       scikit-learn's bundled 8x8 handwritten digits (1,797 ima
 cifar10        10       ``cifar-10-batches-py/`` (data_batch_1..5, test_batch, batches.meta) in or at ``data_root``
 cifar100       100      ``cifar-100-python/`` (train, test, meta) in or at ``data_root``
 svhn           10       ``train_32x32.mat`` and ``test_32x32.mat`` (scipy.io.loadmat; label 10 is digit 0)
+fashion_mnist  10       the four IDX files (``train-images-idx3-ubyte`` ... ``t10k-labels-idx1-ubyte``, gzipped or
+                        not) at ``data_root`` or in torchvision's ``FashionMNIST/raw/``; default ``data_root``: Debian's
+                        ``dataset-fashion-mnist`` package folder ``/usr/share/datasets/fashion-mnist`` when it exists
+mnist, kmnist  10       the same four IDX files (torchvision's ``MNIST/raw/``, ``KMNIST/raw/``)
 cinic10        10       ``train/`` and ``test/`` class folders (``valid/`` is not used, see below)
 imagenet       1000     ``train/`` and ``val/`` (or ``test/``) class folders
 imagenette     10       same layout
@@ -38,6 +42,7 @@ Normalization and training augmentation follow the original per dataset:
   digits, as the original did). cinic10: resize, flip, crop with padding r/8. tinyimagenet: resize, rotation
   of up to 20 degrees, flip. imagenet / imagenette / folder: RandomResizedCrop(0.08-1) + flip; test
   Resize(r * 256/224) + CenterCrop(r).
+* fashion_mnist: random crop with padding r/8 + flip; mnist, kmnist: random crop with padding r/8 (no flip).
 * digits: no augmentation by default (``augment=True`` means "the dataset's default", which for digits is
   none: the proxy trainings are short and the digits are centred); ``augment="crop"`` enables random shifts
   of up to r/8 pixels (no flip: digits are not mirror-symmetric).
@@ -63,7 +68,7 @@ Deviations from the original
   training data when ``val_split`` was 0 and validated on test) is not copied.
 * svhn honours the resolution (the original always produced 32 px); cifar10 without augmentation does not
   crash (the original raised NameError); tinyimagenet's no-augmentation branch works (the original normalized
-  before ToTensor); ``imagenet`` is supported (the original asserted False). ImageNet16 and mnist are not
+  before ToTensor); ``imagenet`` is supported (the original asserted False). ImageNet16 is not
   provided; use ``folder`` for other image sets.
 * Speed: cifar, svhn and digits are held as uint8 tensors and augmented a whole batch at a time with
   ``grid_sample`` (crop with zero padding, flip and resize in one bilinear resampling), instead of a
@@ -144,6 +149,15 @@ class DatasetInfo:
     train_augment: str
 
 
+#: The four files of the MNIST family (each may also be gzipped, ``.gz``).
+IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+IDX_LAYOUT = ("the four IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+              "t10k-labels-idx1-ubyte (or .gz), or torchvision's <Name>/raw/ folder")
+IDX_DATASETS = {"fashionmnist": "FashionMNIST", "mnist": "MNIST", "kmnist": "KMNIST"}  # torchvision's folder names
+#: Where Debian's dataset-fashion-mnist package installs Fashion-MNIST: the default --data for fashion_mnist.
+DEFAULT_ROOTS = {"fashionmnist": Path("/usr/share/datasets/fashion-mnist")}
+
 _INFOS: dict[str, DatasetInfo] = {
     "cifar10": DatasetInfo(
         "cifar10", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "memory", 32,
@@ -155,6 +169,10 @@ _INFOS: dict[str, DatasetInfo] = {
     "svhn": DatasetInfo(
         "svhn", 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), "memory", 32,
         "train_32x32.mat and test_32x32.mat", "crop (padding r/8) + flip"),
+    "fashionmnist": DatasetInfo(
+        "fashionmnist", 10, (0.2860,) * 3, (0.3530,) * 3, "memory", 28, IDX_LAYOUT, "crop (padding r/8) + flip"),
+    "mnist": DatasetInfo("mnist", 10, (0.1307,) * 3, (0.3081,) * 3, "memory", 28, IDX_LAYOUT, "crop (padding r/8)"),
+    "kmnist": DatasetInfo("kmnist", 10, (0.1918,) * 3, (0.3483,) * 3, "memory", 28, IDX_LAYOUT, "crop (padding r/8)"),
     "cinic10": DatasetInfo(
         "cinic10", 10, (0.4789, 0.4723, 0.4305), (0.2421, 0.2383, 0.2587), "folder", None,
         "train/ and test/ with one folder per class", "resize, flip, crop (padding r/8)"),
@@ -411,6 +429,62 @@ def _read_svhn(root: Path) -> dict:
                 n_classes=10, source=root)
 
 
+def _idx_array(path: Path, name: str, ndim: int) -> np.ndarray:
+    """An IDX file (unsigned bytes; ``ndim`` 3 for images, 1 for labels), gzipped or not."""
+    import gzip
+
+    how = f"replace it with the original file of {name} (its four IDX files, gzipped or not)"
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise DataError(f"cannot read {path} ({type(err).__name__}: {err}); {how}") from None
+    if len(raw) < 4 + 4 * ndim or raw[:2] != b"\x00\x00" or raw[2] != 0x08 or raw[3] != ndim:
+        raise DataError(f"{path} is not an IDX file of unsigned bytes with {ndim} dimension(s); {how}")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    body = raw[4 + 4 * ndim:]
+    if len(body) != int(np.prod(dims)):
+        raise DataError(f"{path} holds {len(body)} bytes of data where its header announces {dims}: the file is "
+                        f"truncated or damaged; {how}")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims).copy()
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    for cand in (folder / stem, folder / f"{stem}.gz"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def idx_folder(root: Path, name: str) -> Path:
+    """The folder holding ``name``'s IDX files: ``root`` itself, or torchvision's ``<Name>/raw`` (or ``raw``)."""
+    stem = IDX_FILES["train"][0]
+    for cand in (root, root / IDX_DATASETS[name] / "raw", root / "raw"):
+        if _idx_file(cand, stem) is not None:
+            return cand
+    hint = (" (apt-get install dataset-fashion-mnist installs them in /usr/share/datasets/fashion-mnist)"
+            if name == "fashionmnist" else "")
+    raise DataError(f"--data {root} holds no {stem}[.gz]; dataset '{name}' reads {IDX_LAYOUT}{hint}")
+
+
+def _read_idx(root: Path, name: str) -> dict:
+    folder = idx_folder(root, name)
+    out: dict[str, Any] = {}
+    for split, (images, labels) in IDX_FILES.items():
+        paths = [_idx_file(folder, stem) for stem in (images, labels)]
+        for stem, path in zip((images, labels), paths):
+            if path is None:
+                raise DataError(f"{folder / stem}[.gz] is missing; dataset '{name}' needs all four IDX files "
+                                f"({', '.join(s for pair in IDX_FILES.values() for s in pair)})")
+        x, y = _idx_array(paths[0], name, 3), _idx_array(paths[1], name, 1)
+        if len(x) != len(y):
+            raise DataError(f"{paths[0]} holds {len(x)} images but {paths[1]} {len(y)} labels; the files belong "
+                            f"to different sets (replace them with the original files of {name})")
+        out[split] = (np.ascontiguousarray(x[:, None]), y.astype(np.int64))
+    return dict(train=out["train"], test=out["test"], n_classes=10, source=folder)
+
+
 def _stamp(path: Path) -> tuple:
     try:
         return tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(path.iterdir()) if p.is_file())
@@ -422,7 +496,8 @@ def _stamp(path: Path) -> tuple:
 def _read_memory_dataset(name: str, root: str, stamp: tuple) -> dict:
     """Cached per (name, folder, file stamps): a search evaluates many candidates in one process."""
     path = Path(root)
-    d = _read_svhn(path) if name == "svhn" else _read_cifar(path, name)
+    d = (_read_svhn(path) if name == "svhn" else _read_idx(path, name) if name in IDX_DATASETS
+         else _read_cifar(path, name))
     out = {}
     for split in ("train", "test"):
         x, y = d[split]
@@ -804,6 +879,8 @@ def _policy(name: str, augment: bool | str, resolution: int) -> str:
             return "none"
         if name == "cifar10":
             return "crop_flip" if resolution == 32 else "rrc_flip"
+        if name in ("mnist", "kmnist"):  # digits and characters are not mirror-symmetric
+            return "crop"
         return "crop_flip"
     if isinstance(augment, str) and augment in AUGMENT_POLICIES:
         return augment
@@ -862,6 +939,8 @@ def load_data(name: str = "digits", data_root: str | os.PathLike | None = None, 
                        {"train": len(tr), "val": len(va), "test": len(te)},
                        f"fixed stratified 60/20/20 digits split, seed {DIGITS_SPLIT_SEED}")
 
+    if (data_root is None or str(data_root) == "") and key in DEFAULT_ROOTS and DEFAULT_ROOTS[key].is_dir():
+        data_root = DEFAULT_ROOTS[key]
     if data_root is None or str(data_root) == "":
         raise DataError(f"dataset '{key}' is read from local files: pass --data PATH to a folder holding "
                         f"{info.layout} (nothing is downloaded)")
@@ -873,7 +952,8 @@ def load_data(name: str = "digits", data_root: str | os.PathLike | None = None, 
 
     if info.kind == "memory":
         d = _read_memory_dataset(key, str(root.resolve()), _stamp(root) + _stamp(root / "cifar-10-batches-py")
-                                 + _stamp(root / "cifar-100-python") + _stamp(root / "svhn"))
+                                 + _stamp(root / "cifar-100-python") + _stamp(root / "svhn") + _stamp(root / "raw")
+                                 + _stamp(root / IDX_DATASETS.get(key, "-") / "raw"))
         nc = d["n_classes"]
         _check_classes(key, str(d["source"]), nc, n_classes)
         (xtr, ytr), (xte, yte) = d["train"], d["test"]

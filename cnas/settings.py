@@ -289,7 +289,8 @@ class Settings:
 
 
 # ------------------------------------------------------------------------------------------------ parts
-DATASETS = "digits (bundled), cifar10, cifar100, svhn, cinic10, imagenet, imagenette, tinyimagenet, folder"
+DATASETS = ("digits (bundled), fashion_mnist, mnist, kmnist, cifar10, cifar100, svhn, cinic10, imagenet, imagenette, "
+            "tinyimagenet, folder")
 
 
 @dataclass

@@ -110,7 +110,7 @@ def test_dataset_info_for_every_name():
     assert d.n_classes == 10 and 0.2 < d.mean[0] < 0.4 and 0.3 < d.std[0] < 0.5
 
 
-@pytest.mark.parametrize("bad", ["imagenet16", "mnist", "", 3])
+@pytest.mark.parametrize("bad", ["imagenet16", "emnist", "", 3])
 def test_unknown_dataset_name(bad):
     with pytest.raises(DataError, match="unknown dataset|not a string") as e:
         get_dataset_info(bad)

@@ -126,8 +126,8 @@ def test_two_workers_match_sequential_and_use_one_thread(pool2):
     assert os.getpid() not in {r.value["pid"] for r in ok}
     assert {r.worker for r in ok} <= {w.name for w in pool2._workers}
     assert all(r.worker.startswith("proc-") and r.worker.endswith(" cpu") for r in ok)
-    # the same worker processes (a worker may have served only the failing item the first time)
-    assert {r.worker for r in again} <= {r.worker for r in par}
+    # the same two worker processes serve the second map (either may have served few or no items the first time)
+    assert {r.worker for r in again} <= {w.name for w in pool2._workers}
     assert len({r.value["pid"] for r in again} | {r.value["pid"] for r in ok}) <= 2
     assert stats(again) == stats(get_executor(progress=False).map(work, ITEMS[:3]))
 

@@ -47,3 +47,25 @@ class FakeExecutor:
 
     def close(self):
         pass
+
+
+def write_supernet_files(d: Path) -> Path:
+    """Supernet files in the real formats under ``d``: ``ok.pth`` (a cnas digits supernet), ``truncated.pth``,
+    ``empty.pth``, ``text.pth``, ``wide.pth`` (width 1.2, official layout), ``classes.pth`` (5 classes),
+    ``space.pth`` (another kernel set) and ``folder.pth`` (a folder)."""
+    import torch
+
+    from cnas.models import build_supernet, save_supernet
+
+    torch.manual_seed(0)
+    net = build_supernet(10)
+    save_supernet(d / "ok.pth", net, {"dataset": "digits"})
+    data = (d / "ok.pth").read_bytes()
+    (d / "truncated.pth").write_bytes(data[: len(data) // 2])
+    (d / "empty.pth").write_bytes(b"")
+    (d / "text.pth").write_text("not a checkpoint\n")
+    torch.save({"state_dict": build_supernet(1000, width_mult=1.2).state_dict()}, d / "wide.pth")
+    save_supernet(d / "classes.pth", build_supernet(5))
+    save_supernet(d / "space.pth", net, {"ks_list": [3, 5]})
+    (d / "folder.pth").mkdir()
+    return d

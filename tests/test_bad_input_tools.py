@@ -18,12 +18,13 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 import torch
+from conftest import write_supernet_files
 
 from cnas import export, profile, supernet, train
 from cnas.errors import run_cli
 from cnas.evaluation import EvalSettings
 from cnas.fileio import atomic_torch_save
-from cnas.models import build_network, build_supernet, save_supernet
+from cnas.models import build_network
 from cnas.spaces import get_space
 
 torch.set_num_threads(1)
@@ -51,20 +52,9 @@ def net_checkpoint(path: Path, arch: dict, override: dict | None = None) -> Path
 def shared(tmp_path_factory):
     """Files the cases only read: supernets (a cnas digits one; truncated, empty, text, width 1.2, another class
     count, another space), a network checkpoint, a pickle with a disallowed global, and a picked folder."""
-    d = tmp_path_factory.mktemp("shared")
-    torch.manual_seed(0)
-    net = build_supernet(10)
-    save_supernet(d / "ok.pth", net, {"dataset": "digits"})
-    data = (d / "ok.pth").read_bytes()
-    (d / "truncated.pth").write_bytes(data[: len(data) // 2])
-    (d / "empty.pth").write_bytes(b"")
-    (d / "text.pth").write_text("not a checkpoint\n")
-    torch.save({"state_dict": build_supernet(1000, width_mult=1.2).state_dict()}, d / "wide.pth")
-    save_supernet(d / "classes.pth", build_supernet(5))
-    save_supernet(d / "space.pth", net, {"ks_list": [3, 5]})
+    d = write_supernet_files(tmp_path_factory.mktemp("shared"))
     net_checkpoint(d / "net.pth", arch_of())
     torch.save({"state_dict": {}, "path": PurePosixPath("x")}, d / "global.pth")
-    (d / "folder.pth").mkdir()
     pick = d / "pick"
     pick.mkdir()
     (pick / "net.subnet").write_text(json.dumps(arch_of()))

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from conftest import write_supernet_files
 
 from cnas import complexity
 from cnas.errors import ConfigError
@@ -236,21 +237,8 @@ def test_checkpoint_initialisation_and_bn_recal_images(tmp_path, monkeypatch):
 def supernet_files(tmp_path_factory):
     """Supernet files in the real formats: a cnas digits supernet, a truncated and an empty copy, a width-1.2 one,
     one of another class count and one of another space, a network checkpoint and a text file."""
-    from cnas.models import build_supernet, save_supernet
-
-    d = tmp_path_factory.mktemp("supernets")
-    torch.manual_seed(0)
-    net = build_supernet(10)
-    save_supernet(d / "ok.pth", net, {"dataset": "digits"})
-    data = (d / "ok.pth").read_bytes()
-    (d / "truncated.pth").write_bytes(data[: len(data) // 2])
-    (d / "empty.pth").write_bytes(b"")
-    (d / "text.pth").write_text("not a checkpoint\n")
-    torch.save({"state_dict": build_supernet(1000, width_mult=1.2).state_dict()}, d / "wide.pth")
-    save_supernet(d / "classes.pth", build_supernet(5))
-    save_supernet(d / "space.pth", net, {"ks_list": [3, 5]})
+    d = write_supernet_files(tmp_path_factory.mktemp("supernets"))
     torch.save({"state_dict": {"w": torch.zeros(2)}, "arch": small(), "n_classes": 10}, d / "net.pth")
-    (d / "folder.pth").mkdir()
     return d
 
 

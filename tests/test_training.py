@@ -114,14 +114,13 @@ def test_divergence_is_reported():
         train(net(), tr, None, TrainConfig(epochs=1), loss_fn=bad)
 
 
-def test_resume_gives_the_uninterrupted_result(tmp_path):
+def interrupted_run(cfg, ck):
+    """``(loaders, weights of an uninterrupted run)``; then the same run killed at its third validation (after
+    epoch 2), leaving its state in ``ck``."""
     x, y = toy()
     tr, va = Batches(x[:192], y[:192], 32, seed=3), Batches(x[192:], y[192:], 64)
-    cfg = TrainConfig(epochs=4, lr=0.1)
     full = net()
     train(full, tr, va, cfg)
-
-    ck = tmp_path / "train_state.pth"
     calls = {"n": 0}
 
     def crashing_eval(model):
@@ -130,9 +129,15 @@ def test_resume_gives_the_uninterrupted_result(tmp_path):
             raise KeyboardInterrupt
         return evaluate(model, va)
 
-    part = net()
     with pytest.raises(KeyboardInterrupt):
-        train(part, tr, va, cfg, eval_fn=crashing_eval, checkpoint_path=str(ck))
+        train(net(), tr, va, cfg, eval_fn=crashing_eval, checkpoint_path=str(ck))
+    return tr, va, full
+
+
+def test_resume_gives_the_uninterrupted_result(tmp_path):
+    cfg = TrainConfig(epochs=4, lr=0.1)
+    ck = tmp_path / "train_state.pth"
+    tr, va, full = interrupted_run(cfg, ck)
     resumed = net(seed=99)  # fresh weights: everything must come from the checkpoint
     r = train(resumed, tr, va, cfg, checkpoint_path=str(ck))
     assert len(r.history) == 4
@@ -144,22 +149,9 @@ def test_resume_gives_the_uninterrupted_result(tmp_path):
 def test_resume_is_exact_with_the_whole_optimizer_state(tmp_path, optim):
     """Killed after epoch 2 of 4 and resumed: bit-identical weights; the state holds every momentum buffer
     (SAM's are its base SGD's)."""
-    x, y = toy()
-    tr, va = Batches(x[:192], y[:192], 32, seed=3), Batches(x[192:], y[192:], 64)
     cfg = TrainConfig(epochs=4, lr=0.1, optim=optim, rho=0.05)
-    full = net()
-    train(full, tr, va, cfg)
     ck = tmp_path / "train_state.pth"
-    calls = {"n": 0}
-
-    def crashing_eval(model):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return evaluate(model, va)
-
-    with pytest.raises(KeyboardInterrupt):
-        train(net(), tr, va, cfg, eval_fn=crashing_eval, checkpoint_path=str(ck))
+    tr, va, full = interrupted_run(cfg, ck)
     state = torch.load(ck, weights_only=True)["optimizer"]["state"]
     n_params = len(list(net().parameters()))
     assert len(state) == n_params and all("momentum_buffer" in s for s in state.values())

@@ -259,7 +259,8 @@ class Search:
         ev.search_space = cfg.search_space
         ev.validate()
         self.n_classes = self._n_classes()
-        self.oset = ObjectiveSet.from_settings(self.objectives, ev, self.n_classes, cfg.constraint_mode)
+        self.oset = ObjectiveSet.from_settings(self.objectives, ev, self.n_classes, cfg.constraint_mode,
+                                               space=self.space)
         self.proposer = SurrogateProposer(self.space, self.oset, cfg)
         self.store = arc.RunStore(cfg.save)
         self.hash = settings_hash(cfg, ev)

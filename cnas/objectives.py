@@ -8,6 +8,11 @@ predicts it with a surrogate for archs it has not trained). An objective may ans
 (``--pmax``, ``--mmax``, ``--amax``, ``--top1min``); when two objectives answer to the same flag (``macs`` and
 ``avg_macs`` to ``--mmax``), the limit applies to the one the search optimizes, else to the first registered.
 
+``latency`` and ``avg_latency`` are in ms and come from a latency lookup table of the target device
+(``--latency_table``, :mod:`cnas.latency_table`): ``latency`` is exact (summed over the ops the arch runs, as
+instantly as MACs), ``avg_latency`` weights each exit's latency with the measured exit ratios; both answer to
+``--lmax``. Objectives marked ``uses_table`` get the archs as a third argument of ``compute``/``read``.
+
 Adding an objective is one :func:`register` call: its name, unit, how its values are computed from counts or read
 from stats, and the flag whose limit bounds it.
 """
@@ -41,6 +46,7 @@ class Objective:
     early_exit_only: bool = False
     first: bool = False  # may be the first objective (--first_obj)
     measure: tuple[str, ...] = ()  # evaluation settings switched on when it is an objective (e.g. eval_robust)
+    uses_table: bool = False  # from the latency table (--latency_table): compute/read also get the archs
     direction: str = "min"
 
     @property
@@ -98,6 +104,29 @@ def _tiny_ml(counts: Counts, oset: "ObjectiveSet") -> np.ndarray:
     return np.atleast_1d(tiny_ml(p, m, a, **oset.tiny_ml_kw))
 
 
+def _table(oset: "ObjectiveSet"):
+    if oset.latency_table is None:
+        raise ConfigError("the latency objectives need --latency_table FILE (a latency lookup table of the target "
+                          "device: python -m cnas.latency build --save FILE)")
+    return oset.latency_table
+
+
+def _latency(oset: "ObjectiveSet", archs: Sequence[dict]) -> np.ndarray:
+    """Table-predicted latency (ms) of each arch (its ``r``)."""
+    return np.asarray(_table(oset).predict_many(archs, oset.n_classes, getattr(oset, "width_mult", 1.0)), float)
+
+
+def _avg_latency(oset: "ObjectiveSet", stats: Stats, archs: Sequence[dict]) -> np.ndarray:
+    """``sum_i exits_ratio[i] * latency of exit i`` with the measured exit ratios (NaN without them)."""
+    table, out = _table(oset), []
+    for st, arch in zip(stats, archs):
+        ratios = st.get("exits_ratio")
+        ok = isinstance(ratios, list) and ratios and all(isinstance(r, (int, float)) for r in ratios)
+        out.append(table.avg_latency(arch, ratios, oset.n_classes, getattr(oset, "width_mult", 1.0)) if ok
+                   else np.nan)
+    return np.asarray(out, float)
+
+
 def _top1_robust(stats: Stats, oset: "ObjectiveSet") -> np.ndarray:
     return robust_value(stat_values(stats, "top1"), stat_values(stats, "robustness"), oset.alpha, oset.alpha_norm)
 
@@ -115,6 +144,13 @@ register(Objective("tiny_ml", "", "the original's weighted, penalized sum of par
                    compute=_tiny_ml))
 register(Objective("avg_macs", "M", "average MACs per sample with early exits (measured exit ratios)",
                    read=_stat_key("avg_macs"), limit_flag="mmax", early_exit_only=True))
+register(Objective("latency", "ms", "latency of one inference on the device of the latency table (final exit for "
+                                    "early-exit nets, every head on the way included)",
+                   compute=lambda counts, oset, archs: _latency(oset, archs), limit_flag="lmax", uses_table=True))
+register(Objective("avg_latency", "ms", "average latency per sample with early exits: measured exit ratios times "
+                                        "the latency table's latency to each exit",
+                   read=lambda stats, oset, archs: _avg_latency(oset, stats, archs), limit_flag="lmax",
+                   early_exit_only=True, uses_table=True))
 
 FIRST_OBJECTIVES = tuple(n for n, o in OBJECTIVES.items() if o.first)
 #: values every objective set computes besides its own objectives (the summary, plots and post-search show them)
@@ -185,9 +221,11 @@ class ObjectiveSet:
     alpha: float = 0.5
     alpha_norm: float = 1.0
     _cache: dict = field(default_factory=dict, repr=False)
+    latency_table: object = None  # a cnas.latency_table.LatencyTable (--latency_table), for latency, avg_latency
 
     @classmethod
-    def from_settings(cls, names: Sequence[str], ev, n_classes: int, constraint_mode: str = "native") -> "ObjectiveSet":
+    def from_settings(cls, names: Sequence[str], ev, n_classes: int, constraint_mode: str = "native",
+                      space=None) -> "ObjectiveSet":
         """From the evaluation settings (``pmax``, ``mmax``, ``amax``, ``top1min``, ``alpha``, ``alpha_norm`` and the
         tiny_ml weights)."""
         # complexity limits first, then accuracy's (the order of G's columns)
@@ -195,8 +233,31 @@ class ObjectiveSet:
         limits = {o.limit_flag: getattr(ev, o.limit_flag, None) for o in flags if o.limit_flag}
         if constraint_mode != "native":  # the penalty mode keeps only --mmax (for avg_macs' phi penalty)
             limits = {"mmax": limits.get("mmax")}
-        return cls(list(names), int(n_classes), ev.tiny_ml_kwargs(), constraints_for(names, limits),
+        oset = cls(list(names), int(n_classes), ev.tiny_ml_kwargs(), constraints_for(names, limits),
                    constraint_mode != "native", float(ev.alpha), float(ev.alpha_norm))
+        return oset.with_latency_table(getattr(ev, "latency_table", None), space)
+
+    def with_latency_table(self, path: str | None, space=None) -> "ObjectiveSet":
+        """Attach the latency table ``path`` (``--latency_table``; None: none). Refused in one line when an
+        objective or a constraint of the set needs a table and none is given, or when the table lacks an entry
+        that an arch of ``space`` (a search space, at its resolutions) needs."""
+        from cnas.latency_table import load_table
+
+        needing = [n for n in dict.fromkeys([*self.names, *self.constraint_targets]) if OBJECTIVES[n].uses_table]
+        if path is None:
+            if needing:
+                flag = next((f"--{c.flag}" for c in self.constraints if c.objective in needing), None)
+                what = f"the objective {needing[0]}" if needing[0] in self.names else flag
+                raise ConfigError(f"{what} needs --latency_table FILE, a latency lookup table of the target device "
+                                  "(build one with: python -m cnas.latency build --save FILE --lr R --ur R)")
+            self.latency_table = None
+            return self
+        self.latency_table = load_table(path)
+        if space is not None:
+            self.latency_table.require(space.name, space.resolutions, self.n_classes,
+                                       getattr(self, "width_mult", 1.0))
+        self._cache.clear()
+        return self
 
     # ------------------------------------------------------------ which values
     @property
@@ -217,7 +278,15 @@ class ObjectiveSet:
     def exact_values(self, archs: Sequence[dict], extra: Iterable[str] = ()) -> dict[str, np.ndarray]:
         """Closed-form values of the exact objectives for ``archs`` (archs carry their ``r``), uncached."""
         counts = count_many(archs, self.n_classes)
-        return {n: OBJECTIVES[n].compute(counts, self) for n in self._exact_names(extra)}
+        return {n: self._compute(n, counts, archs) for n in self._exact_names(extra)}
+
+    def _compute(self, name: str, counts: Counts, archs: Sequence[dict]) -> np.ndarray:
+        obj = OBJECTIVES[name]
+        return obj.compute(counts, self, archs) if obj.uses_table else obj.compute(counts, self)
+
+    def _read(self, name: str, stats: Stats, archs: Sequence[dict]) -> np.ndarray:
+        obj = OBJECTIVES[name]
+        return obj.read(stats, self, archs) if obj.uses_table else obj.read(stats, self)
 
     def cached_exact(self, archs: Sequence[dict]) -> dict[str, np.ndarray]:
         """:meth:`exact_values` with each arch counted once per objective set (the archive is read often)."""
@@ -240,7 +309,7 @@ class ObjectiveSet:
         stats = [e.stats for e in entries]
         for n in dict.fromkeys(["top1", *self.names, *self.constraint_targets, *extra]):
             if not OBJECTIVES[n].exact:
-                vals[n] = OBJECTIVES[n].read(stats, self)
+                vals[n] = self._read(n, stats, [e.arch for e in entries])
         return vals
 
     # ------------------------------------------------------------ F, G, feasibility

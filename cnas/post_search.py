@@ -103,7 +103,7 @@ class Run:
 
 
 def _objective_set(config: dict | None, archs: list[dict], first_obj: str | None, sec_obj: str | None,
-                   n_classes: int | None, resolution: int):
+                   n_classes: int | None, resolution: int, latency_table: str | None = None):
     """``(objective set, space, search space name)`` of the run, from its ``config.json`` (or, for a run of the
     original system, top1 / macs on the space its archs belong to)."""
     from cnas.config import SearchConfig  # these import torch: only when a run is loaded
@@ -133,15 +133,18 @@ def _objective_set(config: dict | None, archs: list[dict], first_obj: str | None
     space = get_space(cfg.search_space, cfg.lr, cfg.ur, cfg.rstep)
     objectives = parse_objectives(cfg.first_obj, cfg.sec_obj, space.exit_key is not None)
     ev.search_space = cfg.search_space
+    if latency_table is not None:  # --latency_table: for runs without one, or to select on another device's
+        ev.latency_table = latency_table
     ev.validate()
     n = ev.n_classes or get_dataset_info(ev.dataset).n_classes
     if n is None:
         raise ConfigError(f"the run's dataset {ev.dataset} needs --n_classes")
-    return ObjectiveSet.from_settings(objectives, ev, int(n), cfg.constraint_mode), space, cfg.search_space
+    oset = ObjectiveSet.from_settings(objectives, ev, int(n), cfg.constraint_mode, space=space)
+    return oset, space, cfg.search_space
 
 
 def load_run(expr: str, get_archive: bool = False, first_obj: str | None = None, sec_obj: str | None = None,
-             n_classes: int | None = None, resolution: int = 32) -> Run:
+             n_classes: int | None = None, resolution: int = 32, latency_table: str | None = None) -> Run:
     """Read a search (cnas's or the original's) for selection. See the module docstring."""
     where = arc.locate(expr, "--expr", folder_ok=True)
     save, it = where.save, where.iteration
@@ -160,7 +163,7 @@ def load_run(expr: str, get_archive: bool = False, first_obj: str | None = None,
     archs = [e.arch for e in entries] or [row[0] for row in (rec.archive if rec is not None else [])]
     if not archs:
         raise StatsFileError(f"the archive of {source} is empty: nothing to select")
-    oset, space, space_name = _objective_set(config, archs, first_obj, sec_obj, n_classes, resolution)
+    oset, space, space_name = _objective_set(config, archs, first_obj, sec_obj, n_classes, resolution, latency_table)
     if rec is not None and rec.entries is not None:
         _check_record(rec, where.stats, config, space, space_name, save)
     if not entries:
@@ -401,6 +404,12 @@ def parser() -> ArgumentParser:
     p.add_argument("--resolution", type=int, default=32, help="resolution of archs without 'r' (runs of the "
                                                               "original system; default 32)")
     p.add_argument("--overwrite", action="store_true", help="replace pick folders that already exist in --save")
+    p.add_argument("--latency_table", default=None, help="latency lookup table (python -m cnas.latency build) for "
+                                                         "--prefer latency and the picks' latency (default: the run's)")
+    p.add_argument("--measure_latency", type=str2bool, nargs="?", const=True, default=True, metavar="BOOL",
+                   help="with a latency table built by cnas: time every pick end to end on its device, backend, "
+                        "threads and batch and record it beside the predicted latency (default: true)")
+    p.add_argument("--latency_repeats", type=int, default=50, help="timed inferences per pick (default: 50)")
     return p
 
 
@@ -418,7 +427,10 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> i
         raise ConfigError(f"--resolution must be an integer in [1, {MAX_RESOLUTION}], got {args.resolution}")
     if args.n_exits is not None and not 0 <= args.n_exits <= 4:
         raise ConfigError(f"--n_exits must be in 0..4 (intermediate exits), got {args.n_exits}")
-    run = load_run(args.expr, args.get_archive, args.first_obj, args.sec_obj, args.n_classes, args.resolution)
+    if args.latency_repeats < 1:
+        raise ConfigError(f"--latency_repeats must be a positive integer, got {args.latency_repeats}")
+    run = load_run(args.expr, args.get_archive, args.first_obj, args.sec_obj, args.n_classes, args.resolution,
+                   args.latency_table)
     oset, objectives = run.oset, run.objectives
     prefer = args.prefer
     if len(objectives) < 2:
@@ -480,6 +492,8 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> i
         if any(not _has_ckpt(run, cand[i]) for i in picks):
             supernet()  # a bad file stops here, before any pick is written
 
+    latencies = _pick_latencies(run, [cand[i] for i in picks], args, log)
+
     mu = None
     if prefer == TRADE_OFF:
         mu = dict(zip(front.tolist(), tradeoff_scores(F[front], args.radius).tolist()))
@@ -495,6 +509,7 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> i
                 values[prefer] = float(pv[i])
             if mu is not None:
                 values[TRADE_OFF] = mu[i] if math.isfinite(mu[i]) else None
+            values.update(latencies[rank])
             if nm not in done or args.overwrite:
                 _write_pick_folder(run, e, out / nm, values, rank, prefer, supernet)
             rows.append(_csv_row(nm, rank, e, values))
@@ -507,10 +522,40 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> i
     if done and not args.overwrite:
         log(f"kept {len(done)} pick folder(s) that an earlier run of the same selection had written")
     table = _table(rows)
-    show = ["pick", *objectives] + ([prefer] if prefer not in objectives else []) + ["source"]
+    show = ["pick", *objectives] + ([prefer] if prefer not in objectives else [])
+    show += [c for c in ("latency", "latency_measured") if c not in show] + ["source"]
     show = [c for c in show if c in table.columns]
     log(table[show].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
+
+
+def _pick_latencies(run: Run, entries: list[arc.Entry], args, log) -> list[dict]:
+    """Per pick, with a latency table: the latency it predicts (``latency``, ms) and, unless
+    ``--measure_latency false``, the measured end-to-end latency (``latency_measured``: the median, with
+    ``latency_measured_p10``/``_p90``) on the device, backend, threads and batch the table was built with. Empty
+    dicts without a table; a table without cnas's ``_meta`` (one of OFA's) is not measured (a note says so)."""
+    table = run.oset.latency_table
+    if table is None:
+        return [{} for _ in entries]
+    w = getattr(run.oset, "width_mult", 1.0)
+    out = [{"latency": round(table.predict(e.arch, run.n_classes, width_mult=w), 5)} for e in entries]
+    if not args.measure_latency:
+        return out
+    meta = table.meta
+    if not all(k in meta for k in ("device", "backend", "threads", "batch")):
+        run.notes.append(f"the latency table {table.path} does not say how it was timed (no _meta): the picks' "
+                         "latency was not measured")
+        return out
+    from cnas.models.latency import check_backend, measure_network
+
+    check_backend(meta["backend"], meta["device"])
+    reps = int(args.latency_repeats)
+    for rec, e in zip(out, entries):
+        got = measure_network(e.arch, run.n_classes, meta["backend"], meta["device"], int(meta["threads"]),
+                              int(meta["batch"]), warmup=min(10, reps), repeats=reps, width_mult=w)
+        rec.update({"latency_measured": got["median"], "latency_measured_p10": got["p10"],
+                    "latency_measured_p90": got["p90"]})
+    return out
 
 
 def _complete(folder: Path) -> bool:

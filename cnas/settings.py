@@ -359,6 +359,12 @@ class ConstraintSettings(Settings):
     top1min: float = setting(0.0, help="minimum accuracy (fraction): a search constraint, and the floor that "
                                        "early-exit threshold tuning keeps", check=Bound(lo=0, hi=1,
                                                                                         why="a fraction"))
+    lmax: float | None = setting(None, help="latency limit in ms from --latency_table (avg_latency when it is an "
+                                            "objective, else latency; default: none)", check=POSITIVE,
+                                 earlier=None)
+    latency_table: str | None = setting(None, help="latency lookup table of the target device (YAML, OFA's layout; "
+                                                   "python -m cnas.latency build) for the latency objectives and "
+                                                   "--lmax", earlier=None)
 
 
 @dataclass

@@ -15,8 +15,9 @@ the unit, what is measured on the torch modules cnas builds (``tests/test_comple
 
 All three are returned in **millions**, unrounded (the stats files round to 2 decimals).
 
-Only the width multiplier 1.0 is modelled (stage widths 16/16/24/40/80/112/160, head 960/1280): it is the one
-supernet (``ofa_mbv3_d234_e346_k357_w1.0``) that every cnas space uses.
+Every count takes the supernet's width multiplier ``width_mult`` (default 1.0: stage widths 16/16/24/40/80/112/160,
+head 960/1280; 1.2, OFA's ``ofa_mbv3_d234_e346_k357_w1.2``: 24/24/32/48/96/136/192, head 1152/1536); the widths
+come from :mod:`cnas.spaces.geometry`.
 
 Deviations from the original, and why:
 
@@ -52,7 +53,6 @@ __all__ = ["exit_pool_sizes", "count", "count_many", "tiny_ml", "stage_sizes", "
 
 # The network's shape comes from cnas.spaces.geometry (these two names stay importable from here).
 POOL_SIZES = G.EXIT_POOL_SIZES  # candidate max-pool sizes before an exit head (1 = no pooling)
-_W = G.widths(1.0)  # the one supernet every cnas space uses
 
 
 # A cost is a tuple of exact integers (params, macs, activations).
@@ -91,16 +91,16 @@ def _mbconv(cin: int, cout: int, k: int, e: int, stride: int, se: bool, h_in: in
 
 
 @lru_cache(maxsize=1024)
-def _tables(resolution: int):
+def _tables(resolution: int, width_mult: float = 1.0):
     """Per-resolution cost tables: stem (+ first block), per stage {(position 0 or 1, k, e): cost}, tail."""
     h0, hs = stage_sizes(resolution)
-    w = _W
-    first = G.first_block(1.0)
+    w = G.widths(width_mult)
+    first = G.first_block(width_mult)
     stem = _add(_conv_bn(G.INPUT_CHANNELS, w.stem, G.STEM_KERNEL, h0),
                 _mbconv(first.cin, first.cout, first.kernel, first.expand, first.stride, first.se, h0))
     stages = []
     h_in = h0
-    for s, spec in enumerate(G.stage_specs(1.0)):
+    for s, spec in enumerate(G.stage_specs(width_mult)):
         table = {}
         for k in G.KERNELS:
             for e in G.EXPANSIONS:
@@ -200,9 +200,9 @@ def _n_classes(n_classes: Any) -> int:
     return int(n_classes)
 
 
-def _stage_costs(arch: dict, resolution: int):
+def _stage_costs(arch: dict, resolution: int, width_mult: float):
     """Cost tuples of the stem and of each stage, the tail and the stage output sizes."""
-    stem, stages, tail, hs = _tables(resolution)
+    stem, stages, tail, hs = _tables(resolution, width_mult)
     out, pos = [], 0
     ks, es = arch["ks"], arch["e"]
     for s, depth in enumerate(arch["d"]):
@@ -218,23 +218,24 @@ def _stage_costs(arch: dict, resolution: int):
     return stem, out, tail, hs
 
 
-def _exits(arch: dict, resolution: int, n_classes: int, binary: bool | None):
+def _exits(arch: dict, resolution: int, n_classes: int, binary: bool | None, width_mult: float):
     """Per exit (present intermediate ones, then the final one): (backbone cost, head cost, pool size)."""
-    stem, stages, tail, hs = _stage_costs(arch, resolution)
+    stem, stages, tail, hs = _stage_costs(arch, resolution, width_mult)
+    w = G.widths(width_mult)
     cum = [stem]
     for c in stages:
         cum.append(_add(cum[-1], c))  # cum[i + 1]: backbone up to the end of stage i
     if binary is None:
         binary = G.binary_heads(arch)
     n_out = G.head_outputs(n_classes, binary)
-    final_head = _add(tail, _linear(_W.feature_mix, n_classes))
+    final_head = _add(tail, _linear(w.feature_mix, n_classes))
     final = (cum[-1], final_head, 1)
     positions = G.exit_stages(arch)
     chosen = []
     next_cost = cum[-1][1] + final_head[1]
     for i in reversed(positions):
         backbone = cum[i + 1]
-        h, c = hs[i], _W.stages[i]  # the exit reads stage i's output map
+        h, c = hs[i], w.stages[i]  # the exit reads stage i's output map
         pool = 1
         head = _head(c, h, pool, n_out)
         while backbone[1] + head[1] >= next_cost:
@@ -249,7 +250,8 @@ def _exits(arch: dict, resolution: int, n_classes: int, binary: bool | None):
 
 
 # ---------------------------------------------------------------- public API
-def exit_pool_sizes(arch: dict, resolution: int | None = None, n_classes: int = 10, binary: bool | None = None) -> list[int]:
+def exit_pool_sizes(arch: dict, resolution: int | None = None, n_classes: int = 10, binary: bool | None = None,
+                    width_mult: float = 1.0) -> list[int]:
     """Max-pool size of each present exit head (in order after stages 1..4); 1 means no pooling.
 
     Rule (the original's, made deterministic and safe): from the last present exit back to the first, with
@@ -258,19 +260,28 @@ def exit_pool_sizes(arch: dict, resolution: int | None = None, n_classes: int = 
     while ``cost(i, p) >= next``, move to the next larger p in (2, 4) that leaves at least a 1x1 map.
 
     ``resolution`` defaults to ``arch['r']``; ``binary`` (one extra confidence logit per head) defaults to True
-    for NACHOS archs (key ``b``). Raises :class:`ArchError` on a malformed arch or a missing resolution.
+    for NACHOS archs (key ``b``); ``width_mult`` is the supernet's. Raises :class:`ArchError` on a malformed arch
+    or a missing resolution.
     """
     r = _resolution(arch if isinstance(arch, dict) else {}, resolution)
     arch = _canonical(arch)
-    return [pool for _, _, pool in _exits(arch, r, _n_classes(n_classes), binary)[:-1]]
+    return [pool for _, _, pool in _exits(arch, r, _n_classes(n_classes), binary, _width(width_mult))[:-1]]
 
 
-def _count(arch: dict, n_classes: int, r: int) -> dict:
+def _width(width_mult: Any) -> float:
+    try:
+        G.widths(width_mult)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return float(width_mult)
+
+
+def _count(arch: dict, n_classes: int, r: int, width_mult: float) -> dict:
     if not G.has_exit_genes(arch):
-        stem, stages, tail, _ = _stage_costs(arch, r)
-        total = _add(stem, *stages, tail, _linear(_W.feature_mix, n_classes))
+        stem, stages, tail, _ = _stage_costs(arch, r, width_mult)
+        total = _add(stem, *stages, tail, _linear(G.widths(width_mult).feature_mix, n_classes))
         return {"params": total[0] / 1e6, "macs": total[1] / 1e6, "activations": total[2] / 1e6}
-    exits = _exits(arch, r, n_classes, None)
+    exits = _exits(arch, r, n_classes, None, width_mult)
     backbone = [b for b, _, _ in exits]
     heads = [h for _, h, _ in exits]
     params = backbone[-1][0] + sum(h[0] for h in heads)
@@ -288,7 +299,7 @@ def _count(arch: dict, n_classes: int, r: int) -> dict:
     }
 
 
-def count(arch: dict, n_classes: int = 10, resolution: int | None = None) -> dict:
+def count(arch: dict, n_classes: int = 10, resolution: int | None = None, width_mult: float = 1.0) -> dict:
     """Params, MACs and activations (millions, unrounded) of the network ``arch`` describes.
 
     Plain archs: the extracted static OFA subnet. Early-exit archs (``t`` or ``b``): the early-exit network;
@@ -302,18 +313,20 @@ def count(arch: dict, n_classes: int = 10, resolution: int | None = None) -> dic
     final exit only (its counts equal the plain subnet's, which is what ``build_network`` returns for it).
 
     ``resolution`` overrides ``arch['r']``; one of them is required (:class:`ArchError` otherwise).
+    ``width_mult``: the supernet's width multiplier (1.0 or 1.2 for OFA's checkpoints).
     """
     r = _resolution(arch if isinstance(arch, dict) else {}, resolution)
-    return _count(_canonical(arch), _n_classes(n_classes), r)
+    return _count(_canonical(arch), _n_classes(n_classes), r, _width(width_mult))
 
 
-def count_many(archs: Iterable[dict], n_classes: int = 10, resolution: int | None = None) -> list[dict]:
+def count_many(archs: Iterable[dict], n_classes: int = 10, resolution: int | None = None,
+               width_mult: float = 1.0) -> list[dict]:
     """:func:`count` for many archs (cost tables are shared, so a batch of 1000 takes milliseconds)."""
-    n = _n_classes(n_classes)
+    n, w = _n_classes(n_classes), _width(width_mult)
     out = []
     for arch in archs:
         r = _resolution(arch if isinstance(arch, dict) else {}, resolution)
-        out.append(_count(_canonical(arch), n, r))
+        out.append(_count(_canonical(arch), n, r, w))
     return out
 
 

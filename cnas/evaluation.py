@@ -42,6 +42,7 @@ from cnas.settings import (
     OneOf,
     RobustnessSettings,
     setting,
+    width_mult_check,
 )
 from cnas.spaces import SPACES, exit_mask, get_space, space_for_arch
 from cnas.spaces.geometry import MAX_RESOLUTION, binary_heads
@@ -65,6 +66,9 @@ class EvalSettings(DeviceSettings, ExitSettings, ConstraintSettings, RobustnessS
     search_space: str | None = setting(None, help="mobilenetv3, eemobilenetv3 or cbnmobilenetv3 (default: "
                                                   "guessed from the arch's keys)", check=OneOf(tuple(SPACES)))
     resolution: int | None = setting(None, help="input resolution when the arch has no 'r'", check=RESOLUTION)
+    width_mult: float = setting(1.0, help="width multiplier of the MobileNetV3 supernet: 1.0 or 1.2 (OFA's "
+                                          "ofa_mbv3_d234_e346_k357_w1.2); counts, networks and --supernet_path "
+                                          "follow it", check=width_mult_check, earlier=1.0)
     num_workers: int = setting(0, help="data-loading worker processes (0: in the main process)", runtime=True,
                                check=NON_NEGATIVE_INT)
     supernet_path: str | None = setting(None, help="OFA supernet checkpoint to inherit weights from (see "
@@ -186,11 +190,11 @@ class Outputs:
 _SUPERNETS: dict[tuple, Any] = {}
 
 
-def _supernet(path: str, n_classes: int):
-    key = (str(Path(path).resolve()), n_classes)
+def _supernet(path: str, n_classes: int, width_mult: float = 1.0):
+    key = (str(Path(path).resolve()), n_classes, float(width_mult))
     if key not in _SUPERNETS:
         _SUPERNETS.clear()  # keep one in memory
-        _SUPERNETS[key] = load_supernet(path, n_classes)
+        _SUPERNETS[key] = load_supernet(path, n_classes, width_mult=width_mult)
     return _SUPERNETS[key]
 
 
@@ -252,7 +256,7 @@ def preflight_classes(settings: EvalSettings) -> int:
                             val_split=settings.val_split, batch_size=settings.batch_size, seed=settings.seed,
                             n_classes=settings.n_classes, num_workers=0, device="cpu")
     if settings.supernet_path and settings.pretrained:
-        check_supernet_file(settings.supernet_path, loaders.n_classes)
+        check_supernet_file(settings.supernet_path, loaders.n_classes, width_mult=settings.width_mult)
     return loaders.n_classes
 
 
@@ -331,14 +335,15 @@ def initialise(run: Run, init: Init) -> None:
     run.init = init
     torch.manual_seed(s.seed)
     if init.kind == "checkpoint":
-        net = build_network(run.arch, run.n_classes, resolution=run.r)
+        net = build_network(run.arch, run.n_classes, resolution=run.r, width_mult=s.width_mult)
         load_net_checkpoint(init.path, net, arch=run.arch, n_classes=run.n_classes)
         if run.early_exit:
             run.network, run.backbone = net, net.backbone
         else:
             run.backbone = net
     else:
-        supernet = _supernet(init.path, run.n_classes) if init.kind == "supernet" else build_supernet(run.n_classes)
+        supernet = (_supernet(init.path, run.n_classes, s.width_mult) if init.kind == "supernet"
+                    else build_supernet(run.n_classes, width_mult=s.width_mult))
         run.backbone = get_subnet(supernet, run.arch)
     if s.func_constr:
         substitute_activation(run.backbone)
@@ -377,7 +382,7 @@ def train_early_exits(run: Run, log: Callable[[str], None] | None = None) -> Non
     run.ee = EEConfig.from_settings(s, method=method, freeze_backbone=run.init.kind != "random" and s.epochs == 0)
     if run.network is None:
         run.network = EENetwork(run.backbone, arch, run.n_classes, resolution=run.r).to(run.device)
-    run.costs = exit_costs(complexity.count(arch, run.n_classes, run.r))
+    run.costs = exit_costs(complexity.count(arch, run.n_classes, run.r, width_mult=s.width_mult))
     train_loader, support_loader = run.loaders.train, None
     if s.support_set:
         trn = run.loaders.train
@@ -394,7 +399,7 @@ def measure(run: Run) -> dict:
     """Step 4: the stats (see the module docstring), unrounded."""
     s, dev, loaders = run.settings, run.device, run.loaders
     val, select_loader = run.val, run.select_loader
-    counts = complexity.count(run.arch, run.n_classes, run.r)
+    counts = complexity.count(run.arch, run.n_classes, run.r, width_mult=s.width_mult)
     stats: dict[str, Any] = {}
     if run.early_exit:
         ee_stats = measure_exits(run.network, select_loader, run.costs, run.ee, dev,
@@ -424,6 +429,8 @@ def measure(run: Run) -> dict:
     stats["top1_split"] = "val" if val is not None else "test"
     stats["n_classes"] = run.n_classes
     stats["resolution"] = run.r
+    if s.width_mult != 1.0:
+        stats["width_mult"] = s.width_mult
     stats["best_epoch"] = res.best_epoch + 1 if res.history else 0
     stats["history"] = [{k: round(v, 4) if isinstance(v, float) else v for k, v in h.items() if k != "val_n"}
                         for h in res.history]
@@ -441,7 +448,8 @@ def write_outputs(run: Run, stats: dict, outputs: Outputs) -> None:
     out = Path(outputs.dir)
     if outputs.ckpt:
         save_net_checkpoint(out / outputs.ckpt, run.model, run.arch, run.n_classes, run.r,
-                            dataset=run.settings.dataset, mean=run.loaders.mean, std=run.loaders.std)
+                            dataset=run.settings.dataset, mean=run.loaders.mean, std=run.loaders.std,
+                            width_mult=float(run.settings.width_mult))
     atomic_write_json(out / f"{outputs.name}.stats", stats)
 
 

@@ -124,7 +124,7 @@ def check_finetune(folder: str | Path, settings: EvalSettings, out_dir: str | Pa
     n_classes = preflight_classes(settings)
     init = finetune_init(folder, settings, warn=False)
     with torch.random.fork_rng(devices=[]):
-        net = build_network(arch, n_classes, resolution=r)
+        net = build_network(arch, n_classes, resolution=r, width_mult=settings.width_mult)
         if init.kind == "checkpoint":
             load_net_checkpoint(init.path, net, arch=arch, n_classes=n_classes)
     state_path = out / STATE_NAME

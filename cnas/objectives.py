@@ -220,21 +220,23 @@ class ObjectiveSet:
     penalty_mode: bool = False  # the original's penalty instead of constraints (no G; everything is feasible)
     alpha: float = 0.5
     alpha_norm: float = 1.0
+    width_mult: float = 1.0  # the supernet's width: exact objectives count the networks at it
     _cache: dict = field(default_factory=dict, repr=False)
     latency_table: object = None  # a cnas.latency_table.LatencyTable (--latency_table), for latency, avg_latency
 
     @classmethod
     def from_settings(cls, names: Sequence[str], ev, n_classes: int, constraint_mode: str = "native",
                       space=None) -> "ObjectiveSet":
-        """From the evaluation settings (``pmax``, ``mmax``, ``amax``, ``top1min``, ``alpha``, ``alpha_norm`` and the
-        tiny_ml weights)."""
+        """From the evaluation settings (``pmax``, ``mmax``, ``amax``, ``top1min``, ``alpha``, ``alpha_norm``, the
+        tiny_ml weights and ``width_mult``)."""
         # complexity limits first, then accuracy's (the order of G's columns)
         flags = sorted(OBJECTIVES.values(), key=lambda o: o.first)
         limits = {o.limit_flag: getattr(ev, o.limit_flag, None) for o in flags if o.limit_flag}
         if constraint_mode != "native":  # the penalty mode keeps only --mmax (for avg_macs' phi penalty)
             limits = {"mmax": limits.get("mmax")}
         oset = cls(list(names), int(n_classes), ev.tiny_ml_kwargs(), constraints_for(names, limits),
-                   constraint_mode != "native", float(ev.alpha), float(ev.alpha_norm))
+                   constraint_mode != "native", float(ev.alpha), float(ev.alpha_norm),
+                   float(getattr(ev, "width_mult", 1.0)))
         return oset.with_latency_table(getattr(ev, "latency_table", None), space)
 
     def with_latency_table(self, path: str | None, space=None) -> "ObjectiveSet":
@@ -277,7 +279,7 @@ class ObjectiveSet:
 
     def exact_values(self, archs: Sequence[dict], extra: Iterable[str] = ()) -> dict[str, np.ndarray]:
         """Closed-form values of the exact objectives for ``archs`` (archs carry their ``r``), uncached."""
-        counts = count_many(archs, self.n_classes)
+        counts = count_many(archs, self.n_classes, width_mult=self.width_mult)
         return {n: self._compute(n, counts, archs) for n in self._exact_names(extra)}
 
     def _compute(self, name: str, counts: Counts, archs: Sequence[dict]) -> np.ndarray:

@@ -325,7 +325,8 @@ def _write_pick(run: Run, entry: arc.Entry, dst: Path, values: dict, rank: int, 
 
         model = build_network(entry.arch, run.n_classes, supernet=supernet(), resolution=entry.arch["r"])
         save_net_checkpoint(dst / INHERITED, model, entry.arch, run.n_classes, entry.arch["r"],
-                            dataset=(evaluation or {}).get("dataset"), source="supernet")
+                            dataset=(evaluation or {}).get("dataset"), source="supernet",
+                            width_mult=run.oset.width_mult)
         record["inherited"] = INHERITED
     atomic_write_json(dst / PICK_FILE, record)
     return record
@@ -486,7 +487,7 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> i
 
         def supernet():
             if "net" not in cache:
-                cache["net"] = load_supernet(args.supernet_path, run.n_classes)
+                cache["net"] = load_supernet(args.supernet_path, run.n_classes, width_mult=run.oset.width_mult)
             return cache["net"]
 
         if any(not _has_ckpt(run, cand[i]) for i in picks):

@@ -16,6 +16,7 @@ from cnas.cli import ArgumentParser
 from cnas.complexity import count
 from cnas.errors import ArchError, ConfigError, run_cli
 from cnas.fileio import read_json
+from cnas.settings import width_mult_check
 from cnas.spaces import SPACES, get_space, space_of
 from cnas.spaces.geometry import MAX_RESOLUTION, exit_positions
 
@@ -29,12 +30,15 @@ def _parser() -> ArgumentParser:
     p.add_argument("--resolution", type=int, default=None, help="input resolution (default: the arch's 'r')")
     p.add_argument("--search_space", choices=sorted(SPACES), default=None,
                    help="space to validate against (default: guessed from the arch's keys)")
+    p.add_argument("--width_mult", type=float, default=1.0, help="supernet width multiplier: 1.0 or 1.2")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     return p
 
 
-def profile(arch: object, n_classes: int = 10, resolution: int | None = None, search_space: str | None = None) -> dict:
-    """Validate ``arch`` and return ``{arch, search_space, resolution, n_classes, **count(...)}``."""
+def profile(arch: object, n_classes: int = 10, resolution: int | None = None, search_space: str | None = None,
+            width_mult: float = 1.0) -> dict:
+    """Validate ``arch`` and return ``{arch, search_space, resolution, n_classes, width_mult, **count(...)}``."""
+    width_mult_check("width_mult", width_mult)
     if not isinstance(arch, dict):
         raise ArchError(f"an architecture must be a JSON object with ks, e, d; got {type(arch).__name__}")
     if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1:
@@ -50,12 +54,14 @@ def profile(arch: object, n_classes: int = 10, resolution: int | None = None, se
     name = search_space or space_of(arch)
     canonical = get_space(name, r, r).validate({**arch, "r": r})
     return {"arch": canonical, "search_space": name, "resolution": r, "n_classes": n_classes,
-            **count(canonical, n_classes=n_classes, resolution=r)}
+            "width_mult": float(width_mult), **count(canonical, n_classes=n_classes, resolution=r,
+                                                     width_mult=float(width_mult))}
 
 
 def _table(info: dict, path: str) -> str:
     lines = [
-        f"{path}: {info['search_space']}, resolution {info['resolution']}, {info['n_classes']} classes",
+        f"{path}: {info['search_space']}, resolution {info['resolution']}, {info['n_classes']} classes, "
+        f"width {info['width_mult']:.1f}",
         f"  params       {info['params']:12.4f} M",
         f"  MACs         {info['macs']:12.4f} M" + ("  (final path)" if "exit_costs" in info else ""),
         f"  activations  {info['activations']:12.4f} M",
@@ -78,7 +84,8 @@ def _table(info: dict, path: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     arch = read_json(args.subnet, what="arch file", error=ArchError)
-    info = profile(arch, n_classes=args.n_classes, resolution=args.resolution, search_space=args.search_space)
+    info = profile(arch, n_classes=args.n_classes, resolution=args.resolution, search_space=args.search_space,
+                   width_mult=args.width_mult)
     if args.json:
         print(json.dumps(info, sort_keys=True))
     else:

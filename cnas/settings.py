@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from cnas.errors import ConfigError
+from cnas.spaces.geometry import WIDTH_MULTS
 
 _KEY = "cnas"  # the metadata key of a setting's Spec
 _UNSET = object()
@@ -142,6 +143,12 @@ def gpu_ids_check(name: str, v: Any) -> None:
     ids = str(v).replace(",", " ").split() if isinstance(v, (str, int)) and not isinstance(v, bool) else None
     if not ids or not all(i.isdigit() for i in ids):
         raise ConfigError(f"--{name} must be GPU ids (integers >= 0 separated by spaces, e.g. '0 1'), got {v!r}")
+
+
+def width_mult_check(name: str, v: Any) -> None:
+    """A supernet width multiplier of OFA's official MobileNetV3 checkpoints (:data:`WIDTH_MULTS`: 1.0, 1.2)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or float(v) not in WIDTH_MULTS:
+        raise ConfigError(f"--{name} must be 1.0 or 1.2 (the official OFA MobileNetV3 widths), got {v!r}")
 
 
 _RAY_RE = re.compile(r"^(auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+?(:\d+)?)$")
@@ -410,7 +417,7 @@ class DeviceSettings(Settings):
 
 __all__ = ["Bound", "OneOf", "Spec", "Settings", "setting", "redefault", "spec_of", "help_of", "runtime_fields",
            "result_settings", "resume_settings", "later_settings", "check_settings", "check_type", "device_check",
-           "gpu_ids_check", "ray_address_check", "NON_NEGATIVE_INT",
+           "gpu_ids_check", "ray_address_check", "width_mult_check", "NON_NEGATIVE_INT",
            "POSITIVE_INT", "NON_NEGATIVE", "POSITIVE", "FRACTION", "int_at_least", "DataSettings", "SgdSettings",
            "ResolutionSettings", "RobustnessSettings", "ConstraintSettings", "ExitSettings", "ExecutorSettings",
            "DeviceSettings", "DATASETS"]

@@ -202,9 +202,8 @@ def load_supernet(
     return net
 
 
-#: Why a search's supernet must have width 1.0 (the end of :func:`check_supernet_file`'s message).
-SEARCH_WIDTH_HINT = ("; cnas's spaces and complexity counts are width 1.0: use ofa_mbv3_d234_e346_k357_w1.0 or a "
-                     "cnas.supernet checkpoint")
+#: The end of :func:`check_supernet_file`'s message about another width (``{found}``: the file's width).
+SEARCH_WIDTH_HINT = "; pass --width_mult {found:.1f} to use it (counts and networks follow the supernet's width)"
 
 
 def check_supernet_file(path: str | os.PathLike, n_classes: int, flag: str = "--supernet_path",
@@ -240,7 +239,7 @@ def check_supernet_file(path: str | os.PathLike, n_classes: int, flag: str = "--
     width = infer_width(p, sd, meta)
     if width_mult is not None and width != float(width_mult):
         raise CheckpointError(f"{flag} {p} is a width-{width:.1f} supernet, not width {float(width_mult):.1f}"
-                              f"{width_hint}")
+                              f"{width_hint.format(found=width)}")
     classes = meta.get("n_classes")
     if same_classes and meta and classes is not None and classes != n_classes:
         raise CheckpointError(f"{flag} {p} was trained for {classes} classes but the data has {n_classes}; "
@@ -345,7 +344,10 @@ def load_net_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
             space_for_arch(ck["arch"], lr=r, ur=r).validate({**ck["arch"], "r": r})
         except ArchError as exc:
             raise _fail(path, f"its arch is not valid ({exc})") from None
-        model = build_network(ck["arch"], classes, resolution=r)
+        width = ck.get("width_mult", 1.0)
+        if isinstance(width, bool) or not isinstance(width, (int, float)) or float(width) not in WIDTH_MULTS:
+            raise _fail(path, f"'width_mult' must be one of {list(WIDTH_MULTS)}, found {width!r}")
+        model = build_network(ck["arch"], classes, resolution=r, width_mult=float(width))
         fits = "its arch"
     else:
         fits = "the network"

@@ -189,8 +189,9 @@ class EENetwork(nn.Module):
         self.exit_positions = geometry.exit_positions(arch)
         self.exit_blocks = geometry.exit_blocks(arch)
         self.n_exits = len(self.exit_positions)
+        self.width_mult = geometry.width_of_stem(subnet.first_conv.conv.out_channels)
         if pool_sizes is None:
-            pool_sizes = exit_pool_sizes(arch, self.resolution, self.n_classes, self.binary)
+            pool_sizes = exit_pool_sizes(arch, self.resolution, self.n_classes, self.binary, self.width_mult)
         if len(pool_sizes) != len(stages):
             raise ConfigError(f"got {len(pool_sizes)} pool sizes for {len(stages)} intermediate exits")
         # geometry fits each pool to its map (never below 1x1); the channels are read off the subnet's block

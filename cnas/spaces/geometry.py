@@ -161,6 +161,15 @@ def widths(width_mult: float = 1.0) -> Widths:
     return _widths(_check_width(width_mult))
 
 
+def width_of_stem(channels: int) -> float:
+    """The official width multiplier (:data:`WIDTH_MULTS`) whose stem has ``channels`` channels (16 -> 1.0,
+    24 -> 1.2): how a built network tells its supernet's width. Raises ValueError for another count."""
+    for w in WIDTH_MULTS:
+        if widths(w).stem == int(channels):
+            return w
+    raise ValueError(f"a {channels}-channel stem belongs to no official width {list(WIDTH_MULTS)}")
+
+
 def stage_widths(width_mult: float = 1.0) -> tuple[int, ...]:
     """Output channels of stages 1..5 at ``width_mult``."""
     return widths(width_mult).stages

@@ -80,9 +80,10 @@ from cnas.settings import (
     redefault,
     resume_settings,
     setting,
+    width_mult_check,
 )
 from cnas.spaces import DEPTHS, EXPANSIONS, KERNELS, N_STAGES, get_space
-from cnas.spaces.geometry import MAX_RESOLUTION, WIDTH_MULTS
+from cnas.spaces.geometry import MAX_RESOLUTION
 from cnas.training.trainer import (SEED, TrainConfig, TrainingDiverged, evaluate, make_optimizer,
                                    make_scheduler)
 
@@ -115,11 +116,6 @@ PHASES: tuple[Phase, ...] = (
 )
 
 
-def _width_check(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) not in WIDTH_MULTS:
-        raise ConfigError(f"--{name} must be 1.0 or 1.2 (the official OFA widths), got {value!r}")
-
-
 @dataclass
 class SupernetConfig(DeviceSettings, SgdSettings, ResolutionSettings, DataSettings):
     """Settings of one supernet training (the flags of ``python -m cnas.supernet``): data, resolutions, the SGD
@@ -140,7 +136,7 @@ class SupernetConfig(DeviceSettings, SgdSettings, ResolutionSettings, DataSettin
     save: str | None = setting(None, help="output checkpoint (default: supernets/<dataset>.pth); <save>.state "
                                           "holds the resumable state", runtime=True)
     width_mult: float = setting(1.0, help="supernet width 1.0 or 1.2 (with --init: read from the file)",
-                                check=_width_check)
+                                check=width_mult_check)
     train_lr: float = setting(0.05, help="learning rate of the full-network phase", check=POSITIVE)
     elastic_lr: float = setting(0.02, help="learning rate of the elastic phases", check=POSITIVE)
     epochs_full: int = setting(3, help="epochs of the full network (0 with --init to go straight to shrinking)",

@@ -35,6 +35,8 @@ PROG = "cnas.latency"
 #: Warm-up and timed calls per operation (and per network) of a normal and of a ``--quick`` run.
 FULL = (10, 50)
 QUICK = (2, 5)
+#: Reference networks per resolution of a normal and of a ``--quick`` build's calibration.
+CALIB = (8, 2)
 #: Seconds between two writes of a table being built.
 SAVE_EVERY = 5.0
 
@@ -82,6 +84,10 @@ class BuildSettings(TimingSettings, ResolutionSettings):
                                                     "their exit heads", check=OneOf(tuple(SPACES)))
     n_classes: int = setting(10, help="classifier outputs", check=POSITIVE_INT)
     width_mult: float = setting(1.0, help="supernet width multiplier: 1.0 or 1.2", check=_width_check)
+    calib_archs: int | None = setting(None, help=f"reference networks timed whole per resolution to calibrate "
+                                                 f"the sums of their ops (the smallest, the largest, then random "
+                                                 f"ones; 0: none; default {CALIB[0]}, --quick {CALIB[1]})",
+                                      check=count(0))
 
     def validate(self):
         super().validate()
@@ -169,10 +175,38 @@ def build(s: BuildSettings, log=print, progress: bool = True) -> LatencyTable:
             if time.perf_counter() - last > SAVE_EVERY:
                 save()
                 last = time.perf_counter()
+        calibrate(table, s, space.resolutions, warmup, repeats, log)
     save()
+    scales = table.meta.get("scale") or {}
     log(f"wrote {s.save}: {len(table)} entries ({len(todo)} timed in {time.perf_counter() - t_start:.1f} s; "
-        f"build time so far {table.meta['build_seconds']:.1f} s)")
+        f"build time so far {table.meta['build_seconds']:.1f} s); calibration "
+        + (", ".join(f"{r}: x{scales[r]:.3f}" for r in space.resolutions if r in scales) or "none"))
     return table
+
+
+def calibrate(table: LatencyTable, s: BuildSettings, resolutions, warmup: int, repeats: int, log=print) -> None:
+    """Time ``s.calib_archs`` whole reference networks at each resolution that has no calibration yet and store
+    ``[sum of their ops, measured]`` and the median ratio measured / sum (the resolution's scale) in ``_meta``."""
+    import numpy as np
+
+    from cnas.models.latency import measure_network
+
+    n = s.calib_archs if s.calib_archs is not None else CALIB[1 if s.quick else 0]
+    cal = table.meta.setdefault("calibration", {})
+    scale = table.meta.setdefault("scale", {})
+    for r in resolutions:
+        if n == 0 or r in scale:
+            continue
+        space = get_space("mobilenetv3", r, r)
+        archs = [space.with_resolution(a) for a in space.initial_design(n, np.random.default_rng(r))]
+        pairs = []
+        for a in archs:
+            raw = table.predict(a, s.n_classes, width_mult=s.width_mult, raw=True)
+            got = measure_network(a, s.n_classes, s.backend, s.device, s.threads, s.batch, warmup, repeats,
+                                  width_mult=s.width_mult)
+            pairs.append([round(raw, 5), got["median"]])
+        cal[r] = pairs
+        scale[r] = round(float(np.median([m / p for p, m in pairs if p > 0])), 5)
 
 
 # ---------------------------------------------------------------- measure

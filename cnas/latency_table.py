@@ -30,6 +30,12 @@ The latency of an arch is the sum over the operations it runs. For an early-exit
 at exit i is the backbone up to that exit plus every head computed on the way (the final exit's is the whole
 network with all its heads); ``latency`` is the final exit's, and ``avg_latency`` weights each exit's latency
 by its measured exit ratio (as ``avg_macs`` weights MACs).
+
+Calibration (cnas's tables only): an operation timed on its own is not quite the same work as inside the
+network (caches, the calls between operations), so a cnas build also times a few whole reference networks per
+resolution (``_meta.calibration``: ``[sum of their ops, measured]`` in ms) and stores the median ratio as that
+resolution's ``_meta.scale``; predictions at a resolution are the sum of the ops times its scale (1 where there
+is none, as for OFA's tables). ``raw=True`` gives the plain sum.
 """
 
 from __future__ import annotations
@@ -318,8 +324,13 @@ class LatencyTable:
                               f"classes missing); add them with: "
                               f"{build_command(self.path, self.meta, resolutions, space, n_classes, width_mult)}")
 
+    def scale(self, resolution: int) -> float:
+        """The calibration factor of ``resolution`` (1 without one)."""
+        v = (self.meta.get("scale") or {}).get(int(resolution))
+        return float(v) if _number(v) and v > 0 else 1.0
+
     def _path_ms(self, arch: Mapping, n_classes: int, resolution: int | None = None,
-                 width_mult: float = 1.0) -> list[float]:
+                 width_mult: float = 1.0, raw: bool = False) -> list[float]:
         path = arch_path(arch, n_classes, resolution, width_mult)
         try:
             ms = [self.ms(op.key) for op in path.ops]
@@ -332,16 +343,19 @@ class LatencyTable:
         for v in ms:
             total += v
             cum.append(total)
-        return [cum[end - 1] for end in path.ends]
+        k = 1.0 if raw else self.scale(path.ops[0].input[0])
+        return [k * cum[end - 1] for end in path.ends]
 
     def exit_latencies(self, arch: Mapping, n_classes: int, resolution: int | None = None,
                        width_mult: float = 1.0) -> list[float]:
         """Milliseconds of leaving at each exit (intermediate ones, then the final), heads on the way included."""
         return self._path_ms(arch, n_classes, resolution, width_mult)
 
-    def predict(self, arch: Mapping, n_classes: int, resolution: int | None = None, width_mult: float = 1.0) -> float:
-        """Milliseconds of one inference of ``arch`` (the final exit's path for an early-exit arch)."""
-        return self._path_ms(arch, n_classes, resolution, width_mult)[-1]
+    def predict(self, arch: Mapping, n_classes: int, resolution: int | None = None, width_mult: float = 1.0,
+                raw: bool = False) -> float:
+        """Milliseconds of one inference of ``arch`` (the final exit's path for an early-exit arch); ``raw``: the
+        plain sum of its ops, without the resolution's calibration."""
+        return self._path_ms(arch, n_classes, resolution, width_mult, raw)[-1]
 
     def predict_many(self, archs: Sequence[Mapping], n_classes: int, width_mult: float = 1.0) -> list[float]:
         return [self.predict(a, n_classes, width_mult=width_mult) for a in archs]

@@ -214,7 +214,12 @@ def test_quick_build_writes_every_key_and_resumes(tmp_path, monkeypatch, capsys)
     e = table.entries[want[3]]
     assert set(e) == {"mean", "std", "count", "median"} and e["count"] == 5 and e["mean"] > 0
     assert table.meta["build_seconds"] > 0
-    assert table.predict(EE_ARCH, 10) > 0
+    # calibration: two reference networks timed whole; predictions are the sums of their ops times the scale
+    pairs, scale = table.meta["calibration"][R], table.meta["scale"][R]
+    assert len(pairs) == 2 and scale == pytest.approx(float(np.median([m / p for p, m in pairs])), rel=1e-4)
+    assert table.predict(EE_ARCH, 10) == pytest.approx(scale * table.predict(EE_ARCH, 10, raw=True))
+    assert table.predict(EE_ARCH, 10, raw=True) == pytest.approx(
+        sum(table.entries[op.key]["median"] for op in arch_path(EE_ARCH, 10).ops))
     # other timing flags are refused and leave the table alone
     before = path.read_text()
     err = one_line_error(capsys, cli_latency.main, _build_args(path, "--threads", 2), "cnas.latency")

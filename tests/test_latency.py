@@ -372,3 +372,14 @@ def test_post_search_prefer_latency_needs_a_table(tmp_path, table_path, capsys):
     err = one_line_error(capsys, post_search.main, ["--expr", tmp_path / "run" / "iter_1.stats", "--prefer",
                                                     "latency"], "cnas.post_search")
     assert "moved.yaml: no such file" in err and not (tmp_path / "run" / "post_search").exists()
+
+
+def test_onnxruntime_backend_times_an_op_and_a_network():
+    pytest.importorskip("onnxruntime")
+    from cnas.models.latency import measure_network, time_op
+
+    op = arch_path(PLAIN_ARCH, 10).ops[3]
+    e = time_op(op, backend="onnxruntime", threads=1, warmup=1, repeats=3)
+    assert e["count"] == 3 and e["median"] > 0
+    got = measure_network(EE_ARCH, 10, backend="onnxruntime", threads=1, warmup=1, repeats=3)
+    assert got["repeats"] == 3 and got["median"] > 0

@@ -15,6 +15,7 @@ import gc
 import io
 import statistics
 import time
+import warnings
 from typing import Callable, Iterator
 
 import torch
@@ -111,7 +112,10 @@ def make_runner(module: nn.Module, x: torch.Tensor, backend: str = "torch", devi
     import onnxruntime as ort
 
     buf = io.BytesIO()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # the TorchScript-based exporter is marked deprecated from torch 2.9: nothing a user can act on
+        for category in (FutureWarning, DeprecationWarning, UserWarning):
+            warnings.filterwarnings("ignore", category=category)
         torch.onnx.export(module.cpu(), (x,), buf, input_names=["x"], dynamo=False)
     opts = ort.SessionOptions()
     if threads is not None:

@@ -362,6 +362,10 @@ def test_post_search_prefer_latency_records_measured_latency(tmp_path, table_pat
     assert {"latency", "latency_measured"} <= set(csv.columns)
     assert csv["latency"].iloc[0] <= csv["latency"].iloc[1]  # the lowest predicted latency first
     assert "latency_measured" in "\n".join(lines)
+    # cnas.latency measure takes the pick folder (its net.subnet, the classes of its pick.json)
+    got = cli_latency.measure(str(out / "net-latency_0"), load_table(timed),
+                              cli_latency.timing_from({"quick": True}, load_table(timed)))
+    assert got["arch"] == rec["arch"] and got["n_classes"] == 10 and got["predicted"] == pytest.approx(v["latency"])
 
 
 def test_post_search_prefer_latency_needs_a_table(tmp_path, table_path, capsys):

@@ -34,6 +34,7 @@ import numpy as np
 from scipy.stats import kendalltau
 
 from cnas import complexity
+from cnas.errors import run_cli
 from cnas.fileio import atomic_write_json
 from cnas.latency import FULL, QUICK, BuildSettings, build
 from cnas.latency_table import LatencyTable
@@ -60,7 +61,7 @@ def line(name: str, f: dict) -> str:
             f"{f['median_abs_err_pct']:5.1f} %")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n_archs", type=int, default=100, help="random archs per resolution (default 100)")
     ap.add_argument("--resolutions", type=int, nargs="+", default=[160, 224], help="input resolutions")
@@ -77,7 +78,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="few repeats everywhere (checks that the script runs)")
     ap.add_argument("--json", default=None, help="also write every figure and arch to this file")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     base = QUICK if args.quick else FULL
     warmup = base[0] if args.warmup is None else args.warmup
     repeats = base[1] if args.repeats is None else args.repeats
@@ -185,4 +186,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, prog="benchmarks/latency.py"))  # a refused table or flag: one line, exit code 2

@@ -210,9 +210,10 @@ def calibrate(table: LatencyTable, s: BuildSettings, resolutions, warmup: int, r
 
 
 # ---------------------------------------------------------------- measure
-def read_target(target: str, n_classes: int | None, resolution: int | None) -> tuple[dict, int, int, str]:
-    """``(arch with r, resolution, n_classes, label)`` from an arch file or a pick folder (``net.subnet`` and
-    ``pick.json``)."""
+def read_target(target: str, n_classes: int | None, resolution: int | None,
+                width_mult: float | None = None) -> tuple[dict, int, int, str, float]:
+    """``(arch with r, resolution, n_classes, label, width_mult)`` from an arch file or a pick folder
+    (``net.subnet``, and the classes and width of its ``pick.json``); given values win, else 10 classes, 1.0."""
     from cnas.models.early_exit import validate_arch
 
     p = Path(target)
@@ -224,6 +225,9 @@ def read_target(target: str, n_classes: int | None, resolution: int | None) -> t
         pick = read_json(p / "pick.json", "pick file", ArchError) if (p / "pick.json").is_file() else {}
         if n_classes is None and isinstance(pick, dict) and isinstance(pick.get("n_classes"), int):
             n_classes = pick["n_classes"]
+        ev = pick.get("evaluation") if isinstance(pick, dict) else None
+        if width_mult is None and isinstance(ev, dict) and ev.get("width_mult") in WIDTH_MULTS:
+            width_mult = float(ev["width_mult"])
         p = sub
     arch = read_json(p, "arch file", ArchError)
     if not isinstance(arch, dict):
@@ -234,15 +238,15 @@ def read_target(target: str, n_classes: int | None, resolution: int | None) -> t
     if isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= MAX_RESOLUTION:
         raise ArchError(f"{p}: resolution {r!r} is not an integer in [1, {MAX_RESOLUTION}]; pass --resolution R")
     arch = validate_arch({**arch, "r": int(r)})
-    return arch, int(r), int(n_classes or 10), str(target)
+    return arch, int(r), int(n_classes or 10), str(target), float(width_mult or 1.0)
 
 
 def measure(target: str, table: LatencyTable | None, s: TimingSettings, n_classes: int | None = None,
-            resolution: int | None = None, width_mult: float = 1.0) -> dict:
+            resolution: int | None = None, width_mult: float | None = None) -> dict:
     """End-to-end latency of the network ``target`` names, and what ``table`` predicts for it."""
     from cnas.models.latency import check_backend, measure_network
 
-    arch, r, n, label = read_target(target, n_classes, resolution)
+    arch, r, n, label, width_mult = read_target(target, n_classes, resolution, width_mult)
     predicted = exits = None
     if table is not None:  # before any timing: a missing key is refused at once
         exits = table.exit_latencies(arch, n, width_mult=width_mult)
@@ -250,7 +254,8 @@ def measure(target: str, table: LatencyTable | None, s: TimingSettings, n_classe
     check_backend(s.backend, s.device)
     warmup, repeats = s.calls()
     got = measure_network(arch, n, s.backend, s.device, s.threads, s.batch, warmup, repeats, width_mult=width_mult)
-    out = {"target": label, "arch": arch, "resolution": r, "n_classes": n, "search_space": space_of(arch),
+    out = {"target": label, "arch": arch, "resolution": r, "n_classes": n, "width_mult": width_mult,
+           "search_space": space_of(arch),
            "device": s.device, "backend": s.backend, "threads": s.threads, "batch": s.batch, "measured": got}
     if table is not None:
         out.update({"latency_table": table.path, "predicted": round(predicted, 5),
@@ -281,7 +286,8 @@ def parser() -> ArgumentParser:
                                                          "and batch become the defaults)")
     m.add_argument("--n_classes", type=int, default=None, help="classes (default: the pick's, else 10)")
     m.add_argument("--resolution", type=int, default=None, help="input resolution (default: the arch's 'r')")
-    m.add_argument("--width_mult", type=float, default=1.0, help="supernet width multiplier: 1.0 or 1.2")
+    m.add_argument("--width_mult", type=float, default=None, help="supernet width multiplier: 1.0 or 1.2 (default: "
+                                                                  "the pick's, else 1.0)")
     m.add_argument("--json", action="store_true", help="print one JSON object")
     add_dataclass_args(m, TimingSettings)
     return p
@@ -311,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "measure":
         if args.n_classes is not None and args.n_classes < 1:
             raise ConfigError(f"--n_classes must be a positive integer, got {args.n_classes}")
-        _width_check("width_mult", args.width_mult)
+        if args.width_mult is not None:
+            _width_check("width_mult", args.width_mult)
         table = LatencyTable.read(args.latency_table) if args.latency_table else None
         s = timing_from(given_fields(args, TimingSettings), table)
         out = measure(args.target, table, s, args.n_classes, args.resolution, args.width_mult)

@@ -19,7 +19,7 @@ from cnas.errors import ConfigError, run_cli
 from cnas.evaluation import EvalSettings
 from cnas.latency_table import (BLOCK, HEAD, LatencyTable, arch_path, load_table, parse_key, space_ops)
 from cnas.objectives import ObjectiveSet
-from cnas.spaces import get_space
+from cnas.spaces import get_space, space_of
 
 R = 32
 PLAIN_ARCH = {"d": [2, 3, 4, 2, 3], "ks": [3, 5, 7, 3, 5, 7, 3, 5, 7, 3, 5, 7, 3, 5],
@@ -76,14 +76,16 @@ def _ofa_block_key(block, fsize):
             f"-idskip:{0 if block.shortcut is None else 1}-se:{int(conv.use_se)}-hs:{int(conv.act_func == 'h_swish')}")
 
 
-@pytest.mark.parametrize("arch", [PLAIN_ARCH, EE_ARCH, CBN_ARCH], ids=["plain", "edanas", "nachos"])
-def test_keys_name_the_modules_of_the_built_network(arch):
+@pytest.mark.parametrize("arch, width", [(PLAIN_ARCH, 1.0), (EE_ARCH, 1.0), (CBN_ARCH, 1.0), (CBN_ARCH, 1.2)],
+                         ids=["plain", "edanas", "nachos", "nachos-w1.2"])
+def test_keys_name_the_modules_of_the_built_network(arch, width):
     from cnas.models import build_network
     from cnas.models.latency import op_module
 
-    net = build_network(dict(arch), 10, resolution=R)
+    net = build_network(dict(arch), 10, resolution=R, width_mult=width)
     backbone = getattr(net, "backbone", net)
-    path = arch_path(arch, 10)
+    path = arch_path(arch, 10, width_mult=width)
+    assert {op.key for op in path.ops} <= {op.key for op in space_ops(space_of(arch), [R], 10, width)}
     blocks = [op for op in path.ops if op.kind == BLOCK]
     fsize = (R + 1) // 2
     for op, block in zip(blocks, backbone.blocks, strict=True):

@@ -10,7 +10,10 @@ Stats keys follow the original: ``top1`` is the **validation** error in %
 ``tiny_ml``; with ``--eval_robust`` ``robustness`` (list per sigma) and ``top1_robust``; early-exit nets add
 ``backbone_top1``, ``backbone_macs``, ``classifiers_macs``, ``backbone_params``, ``classifiers_params``,
 ``exits_ratio``, ``avg_macs``, ``epsilon``, ``cumulative_threshold``, ``branch_scores`` (and ``ece_scores``,
-``support_conf``). ``test_top1`` is the test error when ``eval_test`` is on.
+``support_conf``). ``test_top1`` is the test error when ``eval_test`` is on. With ``--quantize`` (single-exit nets):
+``top1_int8`` (and ``test_top1_int8``), ``size_int8_bytes``, ``size_fp32_bytes``, ``quantization``, ``int8_seconds``
+(:mod:`cnas.training.quantization`); with ``--save_ckpt`` the int8 network is also written as TorchScript
+(``int8.torchscript.pt``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import torch
 from cnas import complexity
 from cnas.data import load_data, loader_labels, subset_loader
 from cnas.errors import ArchError, ConfigError
-from cnas.fileio import atomic_write_json
+from cnas.fileio import atomic_write_bytes, atomic_write_json
 from cnas.models import EENetwork, build_network, get_subnet, load_supernet, recalibrate_bn
 from cnas.models.checkpoint import check_supernet_file, load_net_checkpoint, save_net_checkpoint
 from cnas.models.ofa_net import build_supernet
@@ -40,13 +43,15 @@ from cnas.settings import (
     DeviceSettings,
     ExitSettings,
     OneOf,
+    QuantizationSettings,
     RobustnessSettings,
     setting,
     width_mult_check,
 )
 from cnas.spaces import SPACES, exit_mask, get_space, space_for_arch
-from cnas.spaces.geometry import MAX_RESOLUTION, binary_heads
+from cnas.spaces.geometry import EDANAS, MAX_RESOLUTION, NACHOS, binary_heads
 from cnas.training.early_exit import EEConfig, balanced_subset, exit_costs, measure_exits, train_exits
+from cnas.training.quantization import Int8Result, quantize_and_measure
 from cnas.training.robustness import sigma_grid, top1_robust, weight_robustness
 from cnas.training.trainer import TrainConfig, TrainResult, evaluate, train, use_channels_last
 
@@ -58,7 +63,8 @@ PREFLIGHT_RESOLUTION = 32
 
 
 @dataclass
-class EvalSettings(DeviceSettings, ExitSettings, ConstraintSettings, RobustnessSettings, DataSettings, TrainConfig):
+class EvalSettings(DeviceSettings, ExitSettings, QuantizationSettings, ConstraintSettings, RobustnessSettings,
+                   DataSettings, TrainConfig):
     """How one candidate is evaluated: the training recipe (:class:`TrainConfig`, single exit and the backbone
     stage of early-exit nets), data, robustness, constraints, early exits and device (parts of
     :mod:`cnas.settings`) plus the arch, weights and what to keep. Field names follow the original's flags."""
@@ -92,6 +98,11 @@ class EvalSettings(DeviceSettings, ExitSettings, ConstraintSettings, RobustnessS
         if self.epochs == 0 and not (self.supernet_path and self.pretrained):
             raise ConfigError("--n_epochs 0 measures the weights as they are: it needs inherited weights "
                               "(--supernet_path, with --pretrained true); without them the network is untrained")
+        if self.smax is not None and not self.quantize:
+            raise ConfigError("--smax bounds the size of the int8 network: pass --quantize too")
+        if self.quantize and self.search_space in (EDANAS, NACHOS):
+            raise ConfigError(f"--quantize measures single-exit networks; the {self.search_space} space has early "
+                              "exits (use --search_space mobilenetv3)")
         return self
 
     def tiny_ml_kwargs(self) -> dict:
@@ -225,6 +236,8 @@ def resolve_arch(arch: dict, settings: EvalSettings) -> tuple[dict, int]:
     canon = space.validate({k: v for k, v in arch.items() if k != "r"} | {"r": int(r)})
     if any(exit_mask(canon)):
         exit_method(canon, settings)
+        if settings.quantize:
+            raise ConfigError("--quantize measures single-exit networks; this arch has early exits (t/b genes)")
     return dict(sorted((canon | {"r": int(r)}).items())), int(r)
 
 
@@ -280,6 +293,7 @@ class Run:
     ee: Any = None  # EEConfig of an early-exit arch
     costs: list = field(default_factory=list)
     exit_extra: dict = field(default_factory=dict)
+    int8: Int8Result | None = None  # the int8 network and its stats (--quantize)
 
     @property
     def n_classes(self) -> int:
@@ -438,11 +452,27 @@ def measure(run: Run) -> dict:
     return stats
 
 
+def measure_int8(run: Run, log: Callable[[str], None] | None = None) -> dict:
+    """Step 4b (``--quantize``): the int8 network of the trained single-exit backbone and its stats
+    (:func:`cnas.training.quantization.quantize_and_measure`, on the splits ``top1`` and ``test_top1`` use)."""
+    s = run.settings
+    test = run.loaders.test if s.eval_test and run.val is not None else None
+    run.int8 = quantize_and_measure(run.backbone, run.loaders.train, run.select_loader, test, s.train_config(),
+                                    qat_epochs=s.qat_epochs, qat_lr=s.qat_lr, calib_images=s.calib_images,
+                                    backend=s.quant_backend, seed=s.seed, device=run.device, log=log)
+    return dict(run.int8.stats)
+
+
 _UNROUNDED = ("epsilon", "branch_scores", "ece_scores", "history")
 
 
+#: The int8 network's TorchScript file, written beside the checkpoint (``--quantize --save_ckpt``).
+INT8_FILE = "int8.torchscript.pt"
+
+
 def write_outputs(run: Run, stats: dict, outputs: Outputs) -> None:
-    """Step 5: the network checkpoint (when ``outputs.ckpt``), then the stats file (atomically, last)."""
+    """Step 5: the network checkpoint (when ``outputs.ckpt``; with ``--quantize`` also :data:`INT8_FILE`), then
+    the stats file (atomically, last)."""
     if outputs.dir is None:
         return
     out = Path(outputs.dir)
@@ -450,6 +480,8 @@ def write_outputs(run: Run, stats: dict, outputs: Outputs) -> None:
         save_net_checkpoint(out / outputs.ckpt, run.model, run.arch, run.n_classes, run.r,
                             dataset=run.settings.dataset, mean=run.loaders.mean, std=run.loaders.std,
                             width_mult=float(run.settings.width_mult))
+        if run.int8 is not None:
+            atomic_write_bytes(out / INT8_FILE, run.int8.torchscript)
     atomic_write_json(out / f"{outputs.name}.stats", stats)
 
 
@@ -474,8 +506,10 @@ def run_pipeline(arch: dict, settings: EvalSettings, init: Init | None = None, o
     if run.early_exit:
         train_early_exits(run, log=log)
     stats = measure(run)
+    if settings.quantize:
+        stats.update(measure_int8(run, log=log))
     if outputs.report_test and stats["top1_split"] == "test":
-        for k in ("top1", "exits_ratio", "avg_macs"):
+        for k in ("top1", "exits_ratio", "avg_macs", "top1_int8"):
             if k in stats:
                 stats.setdefault(f"test_{k}", stats[k])
     stats.update(outputs.extra_stats)
@@ -501,4 +535,4 @@ def evaluate_candidate(task: CandidateTask, device: str | None = None) -> dict:
 
 __all__ = ["EvalSettings", "CandidateTask", "Init", "Outputs", "Run", "run_pipeline", "evaluate_arch",
            "evaluate_candidate", "resolve_arch", "preflight", "setup", "load_run_data", "initialise",
-           "train_backbone", "train_early_exits", "measure", "write_outputs"]
+           "train_backbone", "train_early_exits", "measure", "measure_int8", "write_outputs", "INT8_FILE"]

@@ -151,6 +151,11 @@ register(Objective("avg_latency", "ms", "average latency per sample with early e
                                         "the latency table's latency to each exit",
                    read=lambda stats, oset, archs: _avg_latency(oset, stats, archs), limit_flag="lmax",
                    early_exit_only=True, uses_table=True))
+register(Objective("top1_int8", "% error", "validation top-1 error of the network quantized to int8 (--quantize)",
+                   read=_stat_key("top1_int8"), first=True, measure=("quantize",)))
+register(Objective("size_int8", "KB", "size of the int8 network's weights, scales and zero points (1 KB = 1024 "
+                                      "bytes)", read=lambda stats, oset: stat_values(stats, "size_int8_bytes") / 1024,
+                   limit_flag="smax", measure=("quantize",)))
 
 FIRST_OBJECTIVES = tuple(n for n, o in OBJECTIVES.items() if o.first)
 #: values every objective set computes besides its own objectives (the summary, plots and post-search show them)

@@ -372,6 +372,25 @@ class ConstraintSettings(Settings):
     latency_table: str | None = setting(None, help="latency lookup table of the target device (YAML, OFA's layout; "
                                                    "python -m cnas.latency build) for the latency objectives and "
                                                    "--lmax", earlier=None)
+    smax: float | None = setting(None, help="size limit of the int8 network in KB (1024 bytes; needs --quantize; "
+                                            "default: none)", check=POSITIVE, earlier=None)
+
+
+@dataclass
+class QuantizationSettings(Settings):
+    title = "int8 quantization"
+
+    quantize: bool = setting(False, help="also measure the network quantized to int8 with torch.ao.quantization "
+                                         "(top1_int8, size_int8_bytes; single-exit networks)", earlier=False)
+    qat_epochs: int = setting(0, help="quantization-aware training epochs before the int8 conversion (0: "
+                                      "post-training quantization, calibrated on training images)",
+                              check=NON_NEGATIVE_INT, earlier=0)
+    qat_lr: float = setting(0.005, help="learning rate of quantization-aware training (cosine decay)",
+                            check=POSITIVE, earlier=0.005)
+    calib_images: int = setting(512, help="training images that calibrate the int8 activation ranges",
+                                check=POSITIVE_INT, earlier=512)
+    quant_backend: str = setting("x86", help="torch quantized engine: x86 (fbgemm's successor), fbgemm or qnnpack "
+                                             "(ARM)", check=OneOf(("x86", "fbgemm", "qnnpack")), earlier="x86")
 
 
 @dataclass
@@ -419,5 +438,6 @@ __all__ = ["Bound", "OneOf", "Spec", "Settings", "setting", "redefault", "spec_o
            "result_settings", "resume_settings", "later_settings", "check_settings", "check_type", "device_check",
            "gpu_ids_check", "ray_address_check", "width_mult_check", "NON_NEGATIVE_INT",
            "POSITIVE_INT", "NON_NEGATIVE", "POSITIVE", "FRACTION", "int_at_least", "DataSettings", "SgdSettings",
-           "ResolutionSettings", "RobustnessSettings", "ConstraintSettings", "ExitSettings", "ExecutorSettings",
+           "ResolutionSettings", "RobustnessSettings", "ConstraintSettings", "QuantizationSettings", "ExitSettings",
+           "ExecutorSettings",
            "DeviceSettings", "DATASETS"]

@@ -295,6 +295,12 @@ def test_search_with_latency_objective_and_lmax(tmp_path, table_path):
     np.testing.assert_array_equal(search.feasible(entries), lat <= 2.0)
     rec = json.loads((tmp_path / "run" / "config.json").read_text())
     assert rec["objectives"] == ["top1", "latency"] and rec["evaluation"]["latency_table"] == str(table_path)
+    # resumed from iter_1.stats with the same table: the archive goes on
+    more = Search(SearchConfig(save=str(tmp_path / "run"), sec_obj="latency", n_doe=8, iterations=2, n_iter=3,
+                               pop_size=10, n_gens=3, first_predictor="rbf", seed=0, plots=False, progress=False),
+                  EvalSettings(latency_table=str(table_path), lmax=2.0), log=lambda m: None, executor=FakeExecutor())
+    archive = more.run(resume=str(tmp_path / "run" / "iter_1.stats"))
+    assert len(archive.entries) > len(entries) and (tmp_path / "run" / "iter_2.stats").is_file()
     # a three-objective search takes it too
     three = _search(tmp_path / "run3", table_path, cfg={"sec_obj": "macs,latency", "pick": "hv"})
     assert three.F(three.archive.entries).shape[1] == 3

@@ -4,8 +4,8 @@ module (torch, onnxruntime), and the timer shared by table builds and end-to-end
 A table operation (:class:`cnas.latency_table.LatencyOp`) is built from ``ofa``'s layers with the parameters the
 static OFA subnet gives the same part (``tests/test_latency.py`` compares the configs with extracted subnets),
 and an exit head with :func:`cnas.models.early_exit.make_exit_head`. Every timing runs in eval mode under
-``torch.inference_mode`` with garbage collection paused: ``warmup`` untimed calls, then ``repeats`` calls each
-timed on its own (``time.perf_counter``; on CUDA synchronized after each call).
+``torch.inference_mode`` with garbage collection paused and denormals flushed: ``warmup`` untimed calls, then
+``repeats`` calls each timed on its own (``time.perf_counter``; on CUDA synchronized after each call).
 """
 
 from __future__ import annotations
@@ -133,6 +133,9 @@ def time_runner(run: Callable[[], object], warmup: int, repeats: int) -> list[fl
     """Milliseconds of each of ``repeats`` timed calls of ``run`` after ``warmup`` untimed ones."""
     gc_was = gc.isenabled()
     gc.disable()
+    # randomly initialised deep nets shrink activations by orders of magnitude: flushing denormals keeps the
+    # arithmetic at the speed trained weights run at (a no-op where the CPU cannot flush)
+    flushed = torch.set_flush_denormal(True)
     try:
         with torch.inference_mode():
             for _ in range(warmup):
@@ -144,6 +147,8 @@ def time_runner(run: Callable[[], object], warmup: int, repeats: int) -> list[fl
                 run()
                 out.append((clock() - t0) * 1e3)
     finally:
+        if flushed:
+            torch.set_flush_denormal(False)
         if gc_was:
             gc.enable()
     return out

@@ -26,15 +26,14 @@ from pathlib import Path
 from cnas.cli import ArgumentParser, add_dataclass_args, build_settings, given_fields
 from cnas.errors import ArchError, ConfigError, run_cli
 from cnas.fileio import read_json
-from cnas.latency_table import BACKENDS, META_FIELDS, LatencyTable, space_ops
+from cnas.latency_table import BACKENDS, FULL_CALLS, META_FIELDS, QUICK_CALLS, LatencyTable, space_ops
 from cnas.settings import (POSITIVE_INT, NON_NEGATIVE_INT, OneOf, ResolutionSettings, Settings, count, setting)
 from cnas.spaces import SPACES, get_space, space_of
 from cnas.spaces.geometry import MAX_RESOLUTION, WIDTH_MULTS
 
 PROG = "cnas.latency"
 #: Warm-up and timed calls per operation (and per network) of a normal and of a ``--quick`` run.
-FULL = (10, 50)
-QUICK = (2, 5)
+FULL, QUICK = FULL_CALLS, QUICK_CALLS
 #: Reference networks per resolution of a normal and of a ``--quick`` build's calibration.
 CALIB = (8, 2)
 #: Seconds between two writes of a table being built.

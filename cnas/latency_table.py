@@ -54,6 +54,9 @@ META = "_meta"
 #: ``cnas.latency measure`` takes its defaults from.
 META_FIELDS = ("device", "backend", "threads", "batch")
 BACKENDS = ("torch", "onnxruntime")
+#: Untimed and timed calls per operation or network of a normal and of a quick (test) timing.
+FULL_CALLS = (10, 50)
+QUICK_CALLS = (2, 5)
 
 STEM, BLOCK, FINAL_EXPAND, POOL, FEATURE_MIX, LOGITS, HEAD = (
     "Conv", "expanded_conv", "Conv_1", "AvgPool2D", "Conv_2", "Logits", "exit_head")
@@ -385,4 +388,5 @@ def load_table(path: str | Path) -> LatencyTable:
 
 
 __all__ = ["LatencyOp", "LatencyTable", "ExitPath", "parse_key", "block_op", "stem_ops", "tail_ops", "head_op",
-           "arch_path", "space_ops", "build_command", "load_table", "META", "META_FIELDS", "BACKENDS", "KINDS"]
+           "arch_path", "space_ops", "build_command", "load_table", "META", "META_FIELDS", "BACKENDS", "KINDS",
+           "FULL_CALLS", "QUICK_CALLS"]

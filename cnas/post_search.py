@@ -67,6 +67,7 @@ from cnas import archive as arc
 from cnas.cli import ArgumentParser, str2bool
 from cnas.errors import ArchError, CheckpointError, ConfigError, StatsFileError, run_cli
 from cnas.fileio import FolderLock, atomic_write_bytes, atomic_write_json, atomic_write_text
+from cnas.latency_table import FULL_CALLS
 from cnas.objectives import OBJECTIVES, ObjectiveSet, parse_objectives
 from cnas.problems import non_dominated
 from cnas.spaces import EDANAS, NACHOS, PLAIN, exit_mask, get_space, space_of
@@ -410,7 +411,8 @@ def parser() -> ArgumentParser:
     p.add_argument("--measure_latency", type=str2bool, nargs="?", const=True, default=True, metavar="BOOL",
                    help="with a latency table built by cnas: time every pick end to end on its device, backend, "
                         "threads and batch and record it beside the predicted latency (default: true)")
-    p.add_argument("--latency_repeats", type=int, default=50, help="timed inferences per pick (default: 50)")
+    p.add_argument("--latency_repeats", type=int, default=FULL_CALLS[1], help="timed inferences per pick, after "
+                   f"{FULL_CALLS[0]} untimed ones (default: {FULL_CALLS[1]})")
     return p
 
 
@@ -553,7 +555,7 @@ def _pick_latencies(run: Run, entries: list[arc.Entry], args, log) -> list[dict]
     reps = int(args.latency_repeats)
     for rec, e in zip(out, entries):
         got = measure_network(e.arch, run.n_classes, meta["backend"], meta["device"], int(meta["threads"]),
-                              int(meta["batch"]), warmup=min(10, reps), repeats=reps, width_mult=w)
+                              int(meta["batch"]), warmup=min(FULL_CALLS[0], reps), repeats=reps, width_mult=w)
         rec.update({"latency_measured": got["median"], "latency_measured_p10": got["p10"],
                     "latency_measured_p90": got["p90"]})
     return out

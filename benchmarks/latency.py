@@ -36,7 +36,9 @@ from scipy.stats import kendalltau
 from cnas import complexity
 from cnas.errors import run_cli
 from cnas.fileio import atomic_write_json
-from cnas.latency import FULL, QUICK, BuildSettings, build
+from cnas.latency import BuildSettings, build
+from cnas.latency_table import FULL_CALLS as FULL
+from cnas.latency_table import QUICK_CALLS as QUICK
 from cnas.latency_table import LatencyTable
 from cnas.models.latency import measure_network, torch_threads
 from cnas.progress import progress_bar

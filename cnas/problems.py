@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 from pymoo.algorithms.soo.nonconvex.ga import GA
-from pymoo.core.duplicate import ElementwiseDuplicateElimination
+from pymoo.core.duplicate import DuplicateElimination
 from pymoo.core.problem import Problem
 from pymoo.core.repair import Repair
 from pymoo.indicators.hv import HV
@@ -45,11 +45,30 @@ class CanonicalRepair(Repair):
         return self.space.repair(X) if len(X) else X
 
 
-class SameArch(ElementwiseDuplicateElimination):
-    """Two individuals are duplicates when their canonical encodings are equal."""
+class SameArch(DuplicateElimination):
+    """Two individuals are duplicates when their canonical encodings are equal.
 
-    def is_equal(self, a, b):
-        return np.array_equal(a.X, b.X)
+    The same decisions as pymoo's ``ElementwiseDuplicateElimination`` with ``np.array_equal`` on ``X`` (which this
+    class was): within a population an individual is a duplicate when an equal one comes *after* it (the last of
+    equal individuals stays), against other populations when any of theirs is equal. Rows are compared through a
+    set of their values instead of pair by pair in Python (quadratic: most of NSGA-II's own time on the surrogate
+    problem)."""
+
+    def _do(self, pop, other, is_duplicate):
+        rows = [tuple(x) for x in np.atleast_2d(pop.get("X")).tolist()]
+        if other is None:
+            seen: set = set()
+            for i in range(len(rows) - 1, -1, -1):
+                if rows[i] in seen:
+                    is_duplicate[i] = True
+                else:
+                    seen.add(rows[i])
+        else:
+            seen = {tuple(x) for x in np.atleast_2d(other.get("X")).tolist()}
+            for i, r in enumerate(rows):
+                if r in seen:
+                    is_duplicate[i] = True
+        return is_duplicate
 
 
 class SurrogateProblem(Problem):
@@ -135,7 +154,8 @@ def _gap_subset(f2_cand: np.ndarray, f2_front: np.ndarray, k: int, seed: int) ->
         def _do(self, problem, X, **kwargs):
             X = np.asarray(X, dtype=bool).copy()
             rng = np.random.default_rng(int(X.sum()) + seed)
-            for row in X:
+            for i in np.flatnonzero(X.sum(axis=1) != k):  # rows with exactly k draw nothing
+                row = X[i]
                 on = np.flatnonzero(row)
                 if len(on) > k:
                     row[rng.choice(on, len(on) - k, replace=False)] = False
@@ -149,18 +169,32 @@ def _gap_subset(f2_cand: np.ndarray, f2_front: np.ndarray, k: int, seed: int) ->
             super().__init__(n_var=n, n_obj=1, xl=0, xu=1, vtype=bool)
 
         def _evaluate(self, X, out, *args, **kwargs):
-            X = np.asarray(X, dtype=bool)
-            res = np.empty(len(X))
-            for i, row in enumerate(X):
-                vals = np.sort(np.concatenate([f2_front, f2_cand[row]]))
-                res[i] = np.std(np.diff(vals)) if len(vals) > 1 else 0.0
-            out["F"] = res
+            out["F"] = _gap_std(np.asarray(X, dtype=bool), f2_cand, f2_front)
 
     algo = GA(pop_size=100, sampling=BinaryRandomSampling(), crossover=TwoPointCrossover(),
               mutation=BitflipMutation(), repair=ExactlyK(), eliminate_duplicates=True)
     res = minimize(Gaps(), algo, ("n_gen", 60), seed=seed, verbose=False)
     X = np.atleast_2d(res.X)[0].astype(bool)
     return np.flatnonzero(X)
+
+
+def _gap_std(X: np.ndarray, f2_cand: np.ndarray, f2_front: np.ndarray) -> np.ndarray:
+    """For each boolean row of ``X``: the std of the gaps between the sorted second-objective values of the front
+    and of the candidates the row selects (0 with fewer than two values). Rows that select equally many candidates
+    (all of them, after the repair to exactly k) are computed together; each row's value is the one the
+    row-by-row ``np.std(np.diff(np.sort(...)))`` gives."""
+    res = np.zeros(len(X))
+    counts = X.sum(axis=1)
+    for m in np.unique(counts):
+        rows = np.flatnonzero(counts == m)
+        width = len(f2_front) + int(m)
+        if width < 2:
+            continue
+        picked = np.broadcast_to(f2_cand, (len(rows), len(f2_cand)))[X[rows]].reshape(len(rows), int(m))
+        vals = np.concatenate([np.broadcast_to(f2_front, (len(rows), len(f2_front))), picked], axis=1)
+        vals.sort(axis=1)
+        res[rows] = np.std(np.diff(vals, axis=1), axis=1)
+    return res
 
 
 def _greedy_hv_subset(F_cand: np.ndarray, F_front: np.ndarray, k: int) -> np.ndarray:

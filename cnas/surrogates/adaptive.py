@@ -36,7 +36,7 @@ from cnas.surrogates._base import SEED_MAX, check_training_data
 from cnas.surrogates.carts import CartEnsemble
 from cnas.surrogates.gp import Kriging
 from cnas.surrogates.metrics import kendall_tau
-from cnas.surrogates.mlp import MLP
+from cnas.surrogates.mlp import MLP, _threads
 from cnas.surrogates.rbf import RBF
 
 POOL_MODELS = {"rbf": RBF, "gp": Kriging, "mlp": MLP, "carts": CartEnsemble}
@@ -117,7 +117,11 @@ class AdaptiveSwitching(RegressorMixin, BaseEstimator):
             folds = list(KFold(self.n_splits_, shuffle=True, random_state=int(rng.randint(SEED_MAX))).split(X))
             tasks = [(name, trn, tst) for trn, tst in folds for name in members]
             run = Parallel(n_jobs=self.n_jobs, prefer="threads")
-            preds = run(delayed(_fold_predict)(clone(members[name]), X, y, trn, tst) for name, trn, tst in tasks)
+            # BLAS and torch thread counts are process-wide: pinned once around the workers, so that the fits'
+            # own save-and-restore (which threads would interleave) cannot leave them changed afterwards
+            with threadpool_limits(1), _threads(1):
+                preds = run(delayed(_fold_predict)(clone(members[name]), X, y, trn, tst)
+                            for name, trn, tst in tasks)
             oof = {name: np.empty(n) for name in members}
             for (name, _, tst), p in zip(tasks, preds):
                 self.fold_scores_[name].append(float(kendall_tau(p, y[tst])))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import skip_init
 
@@ -51,6 +52,56 @@ class _Net(nn.Module):
             keep = torch.rand(x.shape, generator=self.generator) >= self.dropout
             x = x * keep / (1.0 - self.dropout)
         return self.linears[-1](x).squeeze(-1)
+
+
+class _Adam:
+    """Adam (L2 weight decay) with a per-step cosine learning-rate decay to 0 over ``t_max`` steps: the same
+    arithmetic as ``torch.optim.Adam(foreach=True)`` stepped with ``CosineAnnealingLR(T_max=t_max)`` (the same
+    foreach kernels on the same operands, in the same order, and the scheduler's recursive learning-rate update),
+    so a seed gives bit-for-bit the model those give, at a fraction of their per-step Python cost and without
+    ``torch.optim``'s first-use import of ``torch._dynamo`` (seconds of CPU, once per process). The networks are
+    tiny, so the per-step overhead, not the arithmetic, is what a fit spends its time on."""
+
+    betas = (0.9, 0.999)
+    eps = 1e-8
+
+    def __init__(self, params: list, lr: float, weight_decay: float, t_max: int):
+        self.params, self.base_lr, self.lr, self.weight_decay, self.t_max = params, lr, lr, weight_decay, t_max
+        self.exp_avgs = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params]
+        self.exp_avg_sqs = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params]
+        self.t = 0  # steps taken, which is also the scheduler's epoch counter
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        beta1, beta2 = self.betas
+        params = self.params
+        grads = [p.grad for p in params]
+        self.t += 1
+        if self.weight_decay != 0:
+            grads = torch._foreach_add(grads, params, alpha=self.weight_decay)
+        torch._foreach_lerp_(self.exp_avgs, grads, 1 - beta1)
+        torch._foreach_mul_(self.exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(self.exp_avg_sqs, grads, grads, 1 - beta2)
+        t = float(self.t)
+        step_size = [(self.lr / (1 - beta1**t)) * -1] * len(params)
+        denom = torch._foreach_sqrt(self.exp_avg_sqs)
+        torch._foreach_div_(denom, [(1 - beta2**t) ** 0.5] * len(params))
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_addcdiv_(params, self.exp_avgs, denom, step_size)
+        self._decay()
+
+    def _decay(self) -> None:
+        """CosineAnnealingLR's recursive update after step ``t`` (eta_min 0)."""
+        e, T, eta_min = self.t, self.t_max, 0.0
+        if (e - 1 - T) % (2 * T) == 0:
+            self.lr = self.lr + (self.base_lr - eta_min) * (1 - math.cos(math.pi / T)) / 2
+        else:
+            self.lr = ((1 + math.cos(math.pi * e / T)) / (1 + math.cos(math.pi * (e - 1) / T))
+                       * (self.lr - eta_min) + eta_min)
 
 
 class _threads:
@@ -106,28 +157,25 @@ class MLP(SurrogateBase):
         gen = torch.Generator().manual_seed(seed)
         net = _Net(X.shape[1], int(self.n_hidden), int(self.n_layers), float(self.dropout), gen)
         net.load_state_dict(init_state)
-        opt = torch.optim.Adam(net.parameters(), lr=float(self.lr), weight_decay=float(self.weight_decay),
-                               foreach=True)
         n = len(X)
         bs = min(int(self.batch_size), n)
         steps_per_epoch = math.ceil(n / bs)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
-        loss_fn = nn.SmoothL1Loss()
+        opt = _Adam(list(net.parameters()), float(self.lr), float(self.weight_decay),
+                    t_max=max(1, epochs * steps_per_epoch))
         best, best_state, best_epoch, since = math.inf, None, epochs, 0
         for epoch in range(1, epochs + 1):
-            net.train()
+            net.training = True  # only _Net.forward reads the mode (dropout); its Linear children do not
             order = torch.randperm(n, generator=gen)
             for i in range(0, n, bs):
                 b = order[i : i + bs]
-                opt.zero_grad(set_to_none=True)
-                loss_fn(net(X[b]), y[b]).backward()
+                opt.zero_grad()
+                F.smooth_l1_loss(net.forward(X[b]), y[b]).backward()
                 opt.step()
-                sched.step()
             if Xv is None:
                 continue
-            net.eval()
+            net.training = False
             with torch.no_grad():
-                v = float(loss_fn(net(Xv), yv))
+                v = float(F.smooth_l1_loss(net.forward(Xv), yv))
             if v < best - 1e-7:
                 best, best_epoch, since = v, epoch, 0
                 best_state = {k: t.clone() for k, t in net.state_dict().items()}
@@ -137,6 +185,7 @@ class MLP(SurrogateBase):
                     break
         if Xv is not None:
             net.load_state_dict(best_state)
+        opt.zero_grad()
         net.eval()
         net.generator = None  # only needed for training; keeps the fitted model picklable
         return net, best_epoch

@@ -122,7 +122,6 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=8, help="candidates")
     add_protocol_args(ap, epochs=1, supernet="none")
-    ap.add_argument("--resolution", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--noop", type=int, default=64, help="no-op items for the dispatch latency")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])

@@ -1,34 +1,39 @@
-"""Evaluation fidelity: can the candidate evaluation tell architectures apart on the bundled digits data?
+"""Evaluation fidelity: can the candidate evaluation tell architectures apart?
 
-    python benchmarks/fidelity.py [--n_archs 100] [--seeds 0 1] [--epochs 0] [--supernet supernets/digits.pth]
-                                  [--ee 8] [--protocol default|original]
+    python benchmarks/fidelity.py [--dataset digits|fashion_mnist] [--n_archs 100] [--seeds 0 1] [--epochs 0]
+                                  [--supernet FILE] [--val_images N] [--ee 8] [--protocol default|original]
+                                  [--cache FILE.json]
 
-The defaults are the README quickstart's protocol: weights inherited from the digits supernet (built by
-``python -m cnas.supernet``), batch-norm statistics re-estimated on 512 training images, no further training.
-``--epochs N`` fine-tunes N epochs first; ``--supernet none`` trains from scratch; ``--protocol original`` uses the
-original's recipe (batch 128, lr 0.01, no warm-up, no label smoothing, no BN re-estimation).
+The defaults are the dataset's protocol (``benchmarks/_protocol.py``): weights inherited from its supernet,
+batch-norm statistics re-estimated on 512 training images, no further training; digits at 32 px on its whole
+validation split, Fashion-MNIST at 28 px on 3000 validation images. ``--epochs N`` fine-tunes N epochs first;
+``--supernet none`` trains from scratch; ``--protocol original`` uses the original's recipe (batch 128, lr 0.01, no
+warm-up, no label smoothing, no BN re-estimation).
 
-Evaluates a fixed sample of archs (the smallest, the largest and random ones at 32 px), each with several seeds
-(the seed draws the batch-norm images and, when training, the batches and the initialization), and prints: the
-repeat standard deviation of the top1 error (pooled over archs), the standard deviation across archs (of the
-per-arch means), their ratio, the fraction of runs that failed to learn (error above 80 %, chance is 90 %), the cost
-per candidate, and the k-fold Kendall tau of each predictor on the archive (first-seed results, as a search sees
-them). Two diagnostics say how much rank signal there is to learn: the Kendall tau between each arch's validation
-error and its error on the 359 test images (does the ranking reproduce on other images?) and between the
-validation error and the MACs. With ``--ee N`` it also evaluates N EDANAS archs and reports the same spread figures
-for their measured ``avg_macs``.
+Evaluates a fixed sample of archs (the smallest, the largest and random ones), each with several seeds (the seed
+draws the batch-norm images and, when training, the batches and the initialization), and prints: the repeat
+standard deviation of the top1 error (pooled over archs), the standard deviation across archs (of the per-arch
+means), their ratio, the binomial standard error of an error rate measured on the validation images used, the
+fraction of runs that failed to learn (error above 80 %; chance is 90 %), the cost per candidate, and the k-fold
+Kendall tau of each predictor on the archive (first-seed results, as a search sees them). Two diagnostics say how
+much rank signal there is to learn: the Kendall tau between each arch's validation error and its error on the
+test split (does the ranking reproduce on other images? the ceiling of any predictor) and between the validation
+error and the MACs. With ``--ee N`` it also evaluates N EDANAS archs and reports the same spread figures for their
+measured ``avg_macs``. ``--cache`` keeps every evaluation by (arch, seed): a re-run prints the same figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.model_selection import KFold
 
-from _protocol import add_protocol_args, check_protocol
+from _protocol import add_protocol_args, check_protocol, describe, eval_kwargs
 from cnas import complexity
 from cnas.evaluation import EvalSettings, evaluate_arch
 from cnas.spaces import get_space
@@ -53,28 +58,59 @@ def kfold_tau(X: np.ndarray, y: np.ndarray, name: str, k: int, seed: int) -> flo
 
 
 def settings_for(args, seed: int, eval_test: bool) -> EvalSettings:
+    kw = {**eval_kwargs(args), "resolution": None, "seed": seed, "eval_test": eval_test}
     if args.protocol == "original":
-        return EvalSettings(epochs=args.epochs, seed=seed, batch_size=128, lr=0.01, warmup_epochs=0,
-                            label_smoothing=0.0, bn_recalibrate=False, eval_test=eval_test,
-                            supernet_path=args.supernet)
-    return EvalSettings(epochs=args.epochs, seed=seed, eval_test=eval_test, supernet_path=args.supernet,
-                        warmup_ee_epochs=args.warmup_ee_epochs)
+        return EvalSettings(**kw, batch_size=128, lr=0.01, warmup_epochs=0, label_smoothing=0.0,
+                            bn_recalibrate=False)
+    return EvalSettings(**kw, warmup_ee_epochs=args.warmup_ee_epochs)
 
 
-def run(archs: list[dict], args, key: str) -> tuple[np.ndarray, np.ndarray, float]:
-    """(values (archs, seeds), test error of the first seed (archs,), seconds per evaluation)."""
+class Cache:
+    """Evaluations by (arch, seed, key), read from and written to ``--cache`` (only for the same settings)."""
+
+    def __init__(self, path: str | None, args):
+        self.path, self.tag, self.data = path, repr(settings_for(args, 0, False)), {}
+        if path and Path(path).is_file():
+            stored = json.loads(Path(path).read_text())
+            if stored.get("settings") == self.tag:
+                self.data = stored["stats"]
+
+    def get(self, arch: dict, seed: int, args, eval_test: bool) -> dict:
+        k = json.dumps([arch, seed], sort_keys=True)
+        hit = self.data.get(k)
+        if hit is None or (eval_test and "test_top1" not in hit):
+            t = time.perf_counter()
+            stats = evaluate_arch(arch, settings_for(args, seed, eval_test=eval_test))
+            hit = {key: stats[key] for key in ("top1", "test_top1", "avg_macs") if key in stats}
+            hit["seconds"] = time.perf_counter() - t
+            self.data[k] = hit
+        return hit
+
+    def save(self) -> None:
+        if self.path:
+            from cnas.fileio import atomic_write_json
+
+            atomic_write_json(self.path, {"settings": self.tag, "stats": self.data})
+
+
+def run(archs: list[dict], args, key: str, cache: Cache) -> tuple[np.ndarray, np.ndarray, float]:
+    """(values (archs, seeds), test error of the first seed (archs,), seconds per evaluation as measured)."""
     values = np.zeros((len(archs), len(args.seeds)))
     test = np.full(len(archs), np.nan)
-    t0 = time.perf_counter()
+    seconds = []
     for i, arch in enumerate(archs):
         for j, seed in enumerate(args.seeds):
-            stats = evaluate_arch(arch, settings_for(args, seed, eval_test=j == 0))
+            stats = cache.get(arch, seed, args, eval_test=j == 0 and key == "top1")
             values[i, j] = stats[key]
+            seconds.append(stats["seconds"])
             if j == 0 and "test_top1" in stats:
                 test[i] = stats["test_top1"]
         if not args.quiet:
             print(f"  {key} arch {i + 1}/{len(archs)}: {np.round(values[i], 2).tolist()}", flush=True)
-    return values, test, (time.perf_counter() - t0) / values.size
+        if (i + 1) % 10 == 0:
+            cache.save()
+    cache.save()
+    return values, test, float(np.mean(seconds))
 
 
 def main() -> None:
@@ -89,33 +125,42 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quiet", action="store_true", help="no per-arch lines")
+    ap.add_argument("--cache", default=None, help="JSON file of evaluations by (arch, seed), read first and "
+                                                  "updated as it goes (same settings only)")
     args = ap.parse_args()
     check_protocol(args, "fidelity.py")
     torch.set_num_threads(args.threads)
+    cache = Cache(args.cache, args)
     if args.n_archs > 0:
-        plain(args)
+        plain(args, cache)
     if args.ee:
-        ee = get_space("eemobilenetv3", 32, 32)
-        ee_archs = [dict(a, r=32) for a in ee.sample(args.ee, 1) if any(ee.exit_mask(a))]
-        avg, _, cost_ee = run(ee_archs, args, "avg_macs")
+        r = args.resolution
+        ee = get_space("eemobilenetv3", r, r)
+        ee_archs = [dict(a, r=r) for a in ee.sample(args.ee, 1) if any(ee.exit_mask(a))]
+        avg, _, cost_ee = run(ee_archs, args, "avg_macs", cache)
         rep, across = spread(avg)
         print(f"\navg_macs (EDANAS, {len(ee_archs)} archs): repeat std {rep:.3f}, across-arch std {across:.3f}, "
               f"ratio {rep / across:.3f}; cost {cost_ee:.1f} s per candidate")
 
 
-def plain(args) -> None:
-    space = get_space("mobilenetv3", 32, 32)
-    archs = [dict(a, r=32) for a in space.initial_design(args.n_archs, 0)]
-    src = f"inherited from {args.supernet}" if args.supernet else "random init"
-    print(f"protocol {args.protocol}, {args.epochs} epoch(s), {src}, {len(archs)} archs x seeds {args.seeds}")
-    top1, test, cost = run(archs, args, "top1")
+def plain(args, cache: Cache) -> None:
+    r = args.resolution
+    space = get_space("mobilenetv3", r, r)
+    archs = [dict(a, r=r) for a in space.initial_design(args.n_archs, 0)]
+    print(f"protocol {args.protocol}: {describe(args)}; {len(archs)} archs x seeds {args.seeds}")
+    top1, test, cost = run(archs, args, "top1", cache)
     rep, across = spread(top1)
     failed = float(np.mean(top1 > FAIL_ERROR))
     X = space.encode_many([{k: v for k, v in a.items() if k != "r"} for a in archs])
-    macs = np.array([complexity.count(a, 10, 32)["macs"] for a in archs])
+    macs = np.array([complexity.count(a, 10, r)["macs"] for a in archs])
+    n_val = args.val_images or None
+    p = top1.mean() / 100
     print(f"\ntop1 error: mean {top1.mean():.2f} %, range {top1.min():.2f}..{top1.max():.2f}")
     print(f"repeat std {rep:.3f}, across-arch std {across:.3f}, ratio repeat/across {rep / across:.3f} "
           f"(target <= 0.2)")
+    if n_val:
+        print(f"binomial standard error of an error rate near {p:.1%} on {n_val} validation images: "
+              f"{100 * np.sqrt(p * (1 - p) / n_val):.2f} points (a fixed subset: the same for every arch and seed)")
     print(f"runs that failed to learn: {failed:.1%}; cost {cost:.2f} s per candidate")
     print(f"rank signal: Kendall tau of validation vs test error {kendall_tau(top1[:, 0], test):.3f}, "
           f"validation error vs MACs {kendall_tau(top1[:, 0], macs):.3f}")

@@ -1015,18 +1015,20 @@ def loader_labels(loader: Any) -> np.ndarray:
 
 
 def subset_loader(loader: Any, n: int, seed: int = 0, batch_size: int | None = None,
-                  augment: bool | str | None = None, shuffle: bool = False) -> Any:
+                  augment: bool | str | None = None, shuffle: bool = False, loader_seed: int | None = None) -> Any:
     """A loader over a fixed, class-balanced subset of ``n`` of ``loader``'s samples (all of them if fewer).
 
     Classes get ``n // n_classes`` samples each (one more for some, fewer where a class is short), chosen with
     ``seed``; the same arguments always pick the same samples. The new loader keeps ``loader``'s transforms
     (pass ``augment`` to change the policy of a :class:`TensorLoader`), batch size unless ``batch_size``, is
-    not shuffled unless ``shuffle``, and never drops the last batch. Intended for BN re-calibration.
+    not shuffled unless ``shuffle``, and never drops the last batch. ``loader_seed`` seeds the new loader's
+    shuffling and augmentation (default ``seed``), so a fixed subset can be shuffled by each run's own seed.
+    Intended for BN re-calibration and for fixed training / validation subsets.
     """
     _check_positive("subset size n", n)
     labels = loader_labels(loader)
     idx = _balanced_indices(labels, min(int(n), len(labels)), seed)
-    over: dict[str, Any] = dict(shuffle=shuffle, drop_last=False, seed=seed)
+    over: dict[str, Any] = dict(shuffle=shuffle, drop_last=False, seed=seed if loader_seed is None else loader_seed)
     if batch_size is not None:
         _check_positive("batch_size", batch_size)
         over["batch_size"] = batch_size

@@ -84,6 +84,13 @@ class EvalSettings(DeviceSettings, ExitSettings, QuantizationSettings, Constrain
                                               "images")
     bn_recal_images: int = setting(512, help="training images that re-estimate the batch-norm statistics",
                                    check=POSITIVE_INT, earlier=512)
+    train_images: int = setting(0, help="train (and re-estimate batch norm) on this many training images, a fixed "
+                                        "class-balanced subset (0: the whole training split); caps the cost of "
+                                        "training candidates and exits on a large dataset",
+                                check=NON_NEGATIVE_INT, earlier=0)
+    val_images: int = setting(0, help="measure top1 on this many validation images, a fixed class-balanced subset "
+                                      "(0: the whole validation split); a smaller subset measures faster with more "
+                                      "binomial noise", check=NON_NEGATIVE_INT, earlier=0)
     eval_test: bool = setting(True, help="also measure the test error (test_top1)")
     save_ckpt: bool = setting(False, help="write the trained weights (ckpt.pth)")
     func_constr: bool = setting(False, help="replace ReLU by 0.01x^2 + 0.5x (homomorphic-encryption friendly) "
@@ -340,6 +347,11 @@ def load_run_data(run: Run) -> None:
     run.loaders = load_data(s.dataset, s.data, resolution=run.r, val_split=s.val_split, batch_size=s.batch_size,
                             seed=s.seed, n_classes=s.n_classes, num_workers=s.num_workers, device=run.device,
                             channels_last=use_channels_last(s.channels_last, run.device))
+    if s.train_images and s.train_images < len(run.loaders.train.dataset):
+        run.loaders.train = subset_loader(run.loaders.train, s.train_images, seed=0, shuffle=True,
+                                          loader_seed=s.seed)
+    if s.val_images and run.loaders.val is not None and s.val_images < len(run.loaders.val.dataset):
+        run.loaders.val = subset_loader(run.loaders.val, s.val_images, seed=0)
 
 
 def initialise(run: Run, init: Init) -> None:

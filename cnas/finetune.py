@@ -63,12 +63,13 @@ PICK_WEIGHTS = (("ckpt.pth", False), ("inherited.pth", True))
 FINETUNE_RECIPE = replace(EvalSettings(), epochs=200, batch_size=128, optim="SAM", rho=2.0, adaptive=True, lr=0.1,
                           lr_min=0.0, momentum=0.9, weight_decay=5e-5, nesterov=False, label_smoothing=0.1,
                           warmup_epochs=0.0, seed=42, eval_test=True, tune_epsilon=True, resolution=32,
-                          pretrained=True, bn_recalibrate=True, bn_recal_images=2000)
+                          pretrained=True, bn_recalibrate=True, bn_recal_images=2000, train_images=0,
+                          val_images=0)
 #: Settings that belong to the recipe, not the task: every training-recipe field and these evaluation settings.
 #: They come from :data:`FINETUNE_RECIPE` (then the flags), never from the search's ``pick.json``.
 RECIPE_KEYS = frozenset(f.name for f in fields(TrainConfig)) | {
-    "batch_size", "bn_recal_images", "eval_test", "tune_epsilon", "save_ckpt", "pretrained", "device",
-    "num_threads", "num_workers"}
+    "batch_size", "bn_recal_images", "train_images", "val_images", "eval_test", "tune_epsilon", "save_ckpt",
+    "pretrained", "device", "num_threads", "num_workers"}
 #: The recipe's values that the stats record.
 RECORDED = ("optim", "lr", "lr_min", "rho", "adaptive", "momentum", "weight_decay", "label_smoothing",
             "warmup_epochs", "seed", "batch_size")

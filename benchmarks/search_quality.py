@@ -145,7 +145,7 @@ def run_cnas(ev: Evaluator, args, seed: int) -> Trace:
         cfg = SearchConfig(save=tmp + "/run", sec_obj="macs", n_doe=args.n_doe, n_iter=args.n_iter,
                            iterations=-(-(args.budget - args.n_doe) // args.n_iter), first_predictor=args.predictor,
                            seed=seed, plots=False, progress=False, patience=0, pick=args.pick, lr=args.lr,
-                           ur=args.ur, rstep=args.rstep, mmax=args.mmax)
+                           ur=args.ur, rstep=args.rstep)
         Search(cfg, ev.settings, log=lambda m: None, executor=CachedExecutor(ev, trace)).run()
     return trace
 
@@ -305,7 +305,7 @@ def main() -> None:
                              "(or leave them out with --methods)")
     args.lr = args.lr or args.resolution
     args.ur = args.ur or args.resolution
-    settings = EvalSettings(**{**eval_kwargs(args), "eval_test": False, "resolution": None})
+    settings = EvalSettings(**{**eval_kwargs(args), "eval_test": False, "resolution": None, "mmax": args.mmax})
     cache_key = repr(settings)
     cache: dict = {}
     if args.cache and Path(args.cache).is_file():

@@ -13,7 +13,8 @@ Stats keys follow the original: ``top1`` is the **validation** error in %
 ``support_conf``). ``test_top1`` is the test error when ``eval_test`` is on. With ``--quantize`` (single-exit nets):
 ``top1_int8`` (and ``test_top1_int8``), ``size_int8_bytes``, ``size_fp32_bytes``, ``quantization``, ``int8_seconds``
 (:mod:`cnas.training.quantization`); with ``--save_ckpt`` the int8 network is also written as TorchScript
-(``int8.torchscript.pt``).
+(``int8.torchscript.pt``). With ``--ood_eval``: ``mCE2``, ``mce``, ``ood_clean_top1``, ``ood_source``, ``ood_images``,
+``ood_seconds`` (:mod:`cnas.training.ood`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any, Callable
 import torch
 
 from cnas import complexity
-from cnas.data import load_data, loader_labels, subset_loader
+from cnas.data import load_data, loader_labels, stratified_split, subset_loader
 from cnas.errors import ArchError, ConfigError
 from cnas.fileio import atomic_write_bytes, atomic_write_json
 from cnas.models import EENetwork, build_network, get_subnet, load_supernet, recalibrate_bn
@@ -43,6 +44,7 @@ from cnas.settings import (
     DeviceSettings,
     ExitSettings,
     OneOf,
+    OodSettings,
     QuantizationSettings,
     RobustnessSettings,
     setting,
@@ -50,6 +52,7 @@ from cnas.settings import (
 )
 from cnas.spaces import SPACES, exit_mask, get_space, space_for_arch
 from cnas.spaces.geometry import EDANAS, MAX_RESOLUTION, NACHOS, binary_heads
+from cnas.training import ood
 from cnas.training.early_exit import EEConfig, balanced_subset, exit_costs, measure_exits, train_exits
 from cnas.training.quantization import Int8Result, quantize_and_measure
 from cnas.training.robustness import sigma_grid, top1_robust, weight_robustness
@@ -63,8 +66,8 @@ PREFLIGHT_RESOLUTION = 32
 
 
 @dataclass
-class EvalSettings(DeviceSettings, ExitSettings, QuantizationSettings, ConstraintSettings, RobustnessSettings,
-                   DataSettings, TrainConfig):
+class EvalSettings(DeviceSettings, ExitSettings, OodSettings, QuantizationSettings, ConstraintSettings,
+                   RobustnessSettings, DataSettings, TrainConfig):
     """How one candidate is evaluated: the training recipe (:class:`TrainConfig`, single exit and the backbone
     stage of early-exit nets), data, robustness, constraints, early exits and device (parts of
     :mod:`cnas.settings`) plus the arch, weights and what to keep. Field names follow the original's flags."""
@@ -105,6 +108,8 @@ class EvalSettings(DeviceSettings, ExitSettings, QuantizationSettings, Constrain
         if self.epochs == 0 and not (self.supernet_path and self.pretrained):
             raise ConfigError("--n_epochs 0 measures the weights as they are: it needs inherited weights "
                               "(--supernet_path, with --pretrained true); without them the network is untrained")
+        if self.ood_data is not None and not self.ood_eval:
+            raise ConfigError("--ood_data holds corrupted images for --ood_eval: pass --ood_eval too")
         if self.smax is not None and not self.quantize:
             raise ConfigError("--smax bounds the size of the int8 network: pass --quantize too")
         if self.quantize and self.search_space in (EDANAS, NACHOS):
@@ -245,6 +250,9 @@ def resolve_arch(arch: dict, settings: EvalSettings) -> tuple[dict, int]:
         exit_method(canon, settings)
         if settings.quantize:
             raise ConfigError("--quantize measures single-exit networks; this arch has early exits (t/b genes)")
+    if settings.ood_eval and settings.ood_data is None and r < ood.MIN_SIDE:
+        raise ConfigError(f"--ood_eval corrupts images of at least {ood.MIN_SIDE} x {ood.MIN_SIDE} pixels; the arch's "
+                          f"resolution is {r} (use r >= {ood.MIN_SIDE}, or --ood_data with CIFAR-10-C files)")
     return dict(sorted((canon | {"r": int(r)}).items())), int(r)
 
 
@@ -277,6 +285,11 @@ def preflight_classes(settings: EvalSettings) -> int:
                             n_classes=settings.n_classes, num_workers=0, device="cpu")
     if settings.supernet_path and settings.pretrained:
         check_supernet_file(settings.supernet_path, loaders.n_classes, width_mult=settings.width_mult)
+    if settings.ood_eval:
+        if settings.ood_data is not None:
+            ood.read_corruption_folder(settings.ood_data, loaders.n_classes)
+        else:
+            ood.corrupt_fn()
     return loaders.n_classes
 
 
@@ -464,6 +477,29 @@ def measure(run: Run) -> dict:
     return stats
 
 
+def measure_ood(run: Run) -> dict:
+    """Step 4c (``--ood_eval``): the errors of the trained network (its final exit) under the 15 corruptions at
+    5 severities (:mod:`cnas.training.ood`): corrupted on the fly from ``--ood_images`` images of ``--ood_split``
+    at the network's resolution, or read from ``--ood_data``; normalized with the dataset's mean and std."""
+    s, mean, std = run.settings, run.loaders.mean, run.loaders.std
+    if s.ood_data is not None:
+        sets, labels = ood.read_corruption_folder(s.ood_data, run.n_classes)
+        if s.ood_images and s.ood_images < len(labels):
+            idx = stratified_split(labels, s.ood_images / len(labels), s.seed)[1]  # ~ood_images, per class
+            sets, labels = {k: v[idx] for k, v in sets.items()}, labels[idx]
+        clean, source = None, str(s.ood_data)
+    else:
+        split = "val" if s.ood_split == "val" and run.val is not None else "test"
+        loader = run.val if split == "val" else run.loaders.test
+        clean, labels = ood.split_images(loader, mean, std, n=s.ood_images or None, seed=s.seed)
+        key = (s.dataset, s.data, s.val_split, split, run.r, s.ood_images, s.seed)
+        sets, source = ood.corrupted_set(clean, s.seed, key), split
+    stats = ood.measure_ood(run.model, sets, clean, labels, run.r, mean, std, run.device)
+    stats["mCE2"] = ood.round_table(stats["mCE2"], STATS_DECIMALS)
+    stats["ood_source"] = source
+    return stats
+
+
 def measure_int8(run: Run, log: Callable[[str], None] | None = None) -> dict:
     """Step 4b (``--quantize``): the int8 network of the trained single-exit backbone and its stats
     (:func:`cnas.training.quantization.quantize_and_measure`, on the splits ``top1`` and ``test_top1`` use)."""
@@ -520,6 +556,8 @@ def run_pipeline(arch: dict, settings: EvalSettings, init: Init | None = None, o
     stats = measure(run)
     if settings.quantize:
         stats.update(measure_int8(run, log=log))
+    if settings.ood_eval:
+        stats.update(measure_ood(run))
     if outputs.report_test and stats["top1_split"] == "test":
         for k in ("top1", "exits_ratio", "avg_macs", "top1_int8"):
             if k in stats:
@@ -547,4 +585,5 @@ def evaluate_candidate(task: CandidateTask, device: str | None = None) -> dict:
 
 __all__ = ["EvalSettings", "CandidateTask", "Init", "Outputs", "Run", "run_pipeline", "evaluate_arch",
            "evaluate_candidate", "resolve_arch", "preflight", "setup", "load_run_data", "initialise",
-           "train_backbone", "train_early_exits", "measure", "measure_int8", "write_outputs", "INT8_FILE"]
+           "train_backbone", "train_early_exits", "measure", "measure_int8", "measure_ood", "write_outputs",
+           "INT8_FILE"]

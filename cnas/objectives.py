@@ -156,6 +156,8 @@ register(Objective("top1_int8", "% error", "validation top-1 error of the networ
 register(Objective("size_int8", "KB", "size of the int8 network's weights, scales and zero points (1 KB = 1024 "
                                       "bytes)", read=lambda stats, oset: stat_values(stats, "size_int8_bytes") / 1024,
                    limit_flag="smax", measure=("quantize",)))
+register(Objective("mce", "% error", "mean error under the 15 corruptions x 5 severities (--ood_eval)",
+                   read=_stat_key("mce"), measure=("ood_eval",)))
 
 FIRST_OBJECTIVES = tuple(n for n, o in OBJECTIVES.items() if o.first)
 #: values every objective set computes besides its own objectives (the summary, plots and post-search show them)

@@ -394,6 +394,21 @@ class QuantizationSettings(Settings):
 
 
 @dataclass
+class OodSettings(Settings):
+    title = "out-of-distribution robustness (corruptions)"
+
+    ood_eval: bool = setting(False, help="measure the error under the 15 corruptions x 5 severities of "
+                                         "CIFAR-10-C / ImageNet-C (mCE2, mce)", earlier=False)
+    ood_split: str = setting("val", help="the split whose images are corrupted on the fly: val (test when there is "
+                                         "no validation split) or test", check=OneOf(("val", "test")),
+                             earlier="val")
+    ood_images: int = setting(500, help="images of that split (a fixed class-balanced subset; 0: all of it), and "
+                                        "of --ood_data's files per severity", check=NON_NEGATIVE_INT, earlier=500)
+    ood_data: str | None = setting(None, help="folder of CIFAR-10-C / CIFAR-100-C .npy files (<corruption>.npy, "
+                                              "labels.npy) instead of corrupting on the fly", earlier=None)
+
+
+@dataclass
 class ExitSettings(Settings):
     title = "early exits"
 
@@ -438,6 +453,6 @@ __all__ = ["Bound", "OneOf", "Spec", "Settings", "setting", "redefault", "spec_o
            "result_settings", "resume_settings", "later_settings", "check_settings", "check_type", "device_check",
            "gpu_ids_check", "ray_address_check", "width_mult_check", "NON_NEGATIVE_INT",
            "POSITIVE_INT", "NON_NEGATIVE", "POSITIVE", "FRACTION", "int_at_least", "DataSettings", "SgdSettings",
-           "ResolutionSettings", "RobustnessSettings", "ConstraintSettings", "QuantizationSettings", "ExitSettings",
-           "ExecutorSettings",
+           "ResolutionSettings", "RobustnessSettings", "ConstraintSettings", "QuantizationSettings", "OodSettings",
+           "ExitSettings", "ExecutorSettings",
            "DeviceSettings", "DATASETS"]

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     log = None if args.quiet else (lambda msg: print(msg, flush=True))
     stats = evaluate_arch(arch, settings, out_dir, name, log=log)
     keys = ["top1", "test_top1", "params", "macs", "activations", "avg_macs", "exits_ratio", "top1_robust",
-            "top1_int8", "size_int8_bytes"]
+            "top1_int8", "size_int8_bytes", "mce"]
     summary = ", ".join(f"{k} {stats[k]}" for k in keys if k in stats)
     print(f"{out_dir / (name + '.stats')}: {summary}")
     return 0

@@ -308,6 +308,52 @@ def test_adaptive_switching_does_not_depend_on_workers():
     np.testing.assert_array_equal(a.predict(X[:5]), b.predict(X[:5]))
 
 
+def test_adaptive_switching_workers_leave_thread_settings_alone():
+    """Fold workers in threads: the process-wide torch and BLAS thread counts are what they were before."""
+    from threadpoolctl import threadpool_info
+
+    X, y = data(40)
+    kw = {"pool": ("mlp", "gp"), "pool_params": {"mlp": FAST["mlp"]}, "n_splits": 4, "n_jobs": 2}
+    torch.set_num_threads(2)
+    blas = [p["num_threads"] for p in threadpool_info()]
+    try:
+        get_predictor("as", random_state=0, **kw).fit(X, y)
+        assert torch.get_num_threads() == 2
+        assert [p["num_threads"] for p in threadpool_info()] == blas
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_mlp_training_is_torch_optim_adam_with_cosine_decay():
+    """The MLP's own Adam step and cosine decay give bit-for-bit the network that torch.optim.Adam(foreach=True)
+    stepped with CosineAnnealingLR gives (how the MLP trained before; the arithmetic is the same)."""
+    from cnas.surrogates.mlp import _Net
+
+    X, y = data(50)
+    m = get_predictor("mlp", n_hidden=16, batch_size=16, random_state=0)
+    Xt = torch.as_tensor(X / SPACE.xu, dtype=torch.float32)
+    yt = torch.as_tensor((y - y.mean()) / y.std(), dtype=torch.float32)
+    init = _Net(X.shape[1], 16, 2, 0.1, torch.Generator().manual_seed(3)).state_dict()
+    ours, _ = m._train(init, Xt, yt, 7, seed=5)
+
+    gen = torch.Generator().manual_seed(5)
+    net = _Net(X.shape[1], 16, 2, 0.1, gen)
+    net.load_state_dict(init)
+    opt = torch.optim.Adam(net.parameters(), lr=m.lr, weight_decay=m.weight_decay, foreach=True)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=7 * 4)
+    for _ in range(7):
+        net.train()
+        order = torch.randperm(50, generator=gen)
+        for i in range(0, 50, 16):
+            b = order[i : i + 16]
+            opt.zero_grad(set_to_none=True)
+            torch.nn.SmoothL1Loss()(net(Xt[b]), yt[b]).backward()
+            opt.step()
+            sched.step()
+    for k, v in net.state_dict().items():
+        assert torch.equal(ours.state_dict()[k], v), k
+
+
 def test_adaptive_switching_tiny_archives_skip_cv():
     X, y = data(3)
     model = fast("as", random_state=0).fit(X, y)
@@ -360,3 +406,41 @@ def test_each_predictor_ranks_a_structured_target(name):
     model = get_predictor(name, random_state=0, **kw).fit(X, y)
     q = rank_quality(model.predict(Xq), structured(Xq))
     assert q.tau > TAU_BAR[name], q
+
+
+# ---------------------------------------------------------------------------------------------- the surrogate step
+def test_same_arch_decides_as_pairwise_array_equal():
+    """cnas.problems.SameArch (a set of encodings) marks exactly the individuals that pymoo's pairwise
+    ElementwiseDuplicateElimination with np.array_equal marks, within a population and against others."""
+    from pymoo.core.duplicate import ElementwiseDuplicateElimination
+    from pymoo.core.population import Population
+
+    from cnas.problems import SameArch
+
+    class Pairwise(ElementwiseDuplicateElimination):
+        def is_equal(self, a, b):
+            return np.array_equal(a.X, b.X)
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        pool = rng.integers(0, 3, size=(6, 4)).astype(float)
+        pop = Population.new(X=pool[rng.integers(0, 6, 15)])
+        other = Population.new(X=pool[rng.integers(0, 6, 4)].astype(np.int64))
+        for args in ((), (other,)):
+            a = SameArch().do(pop, *args, return_indices=True)[1]
+            b = Pairwise().do(pop, *args, return_indices=True)[1]
+            assert a == b
+
+
+def test_gap_scores_of_a_population_are_the_row_by_row_ones():
+    from cnas.problems import _gap_std
+
+    rng = np.random.default_rng(1)
+    f2_cand, f2_front = rng.normal(size=30), np.round(rng.normal(size=5), 1)
+    X = np.zeros((40, 30), dtype=bool)
+    for row in X:
+        row[rng.choice(30, rng.integers(0, 9), replace=False)] = True
+    for front in (f2_front, np.zeros(0)):
+        want = [np.std(np.diff(np.sort(np.concatenate([front, f2_cand[r]])))) if len(front) + r.sum() > 1 else 0.0
+                for r in X]
+        np.testing.assert_array_equal(_gap_std(X, f2_cand, front), want)

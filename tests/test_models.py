@@ -316,7 +316,10 @@ def test_predict_picks_policy_exit_and_early_stop_agrees(supernet10, arch):
     logits, conf = net.split(outs)
     n = net.n_exits
     first = conf[0] if net.binary else score_margin(logits[0])
-    mixed = [first.median().item()] + [0.0] * (n - 2)  # about half leave at exit 0, the rest at exit 1
+    mid = first.sort().values
+    # half leave at exit 0, the rest at exit 1; the threshold lies midway between two samples, so the few ulps by
+    # which a batch of 1 and a batch of 4 differ cannot move a sample across it
+    mixed = [((mid[1] + mid[2]) / 2).item()] + [0.0] * (n - 2)
     assert set(net.predict(x, thresholds=mixed)[1].tolist()) == {0, 1}
     for eps in (None, [0.0] * (n - 1), [1.0] * n, [0.3] * (n - 1), mixed):
         got, idx = net.predict(x, thresholds=eps)

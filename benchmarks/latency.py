@@ -24,7 +24,6 @@ that the script runs, not for figures.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -133,19 +132,18 @@ def main(argv: list[str] | None = None) -> int:
     out["scale"] = {r: table.scale(r) for r in res}
     print("\ntable-predicted vs measured end-to-end latency (calibrated: sum of the ops times the resolution's "
           "scale, " + ", ".join(f"{r}: x{table.scale(r):.3f}" for r in res) + "):")
-    for r in res:
-        m = rs == r
-        out["table"][r] = figures(pred[m], meas[m])
-        print(line(f"resolution {r}", out["table"][r]))
-    out["table"]["all"] = figures(pred, meas)
-    print(line("all archs", out["table"]["all"]))
+    def per_resolution(key, predicted):
+        """Figures of ``predicted`` against the measured latency, per resolution and over all archs."""
+        for r in res:
+            m = rs == r
+            out[key][r] = figures(predicted[m], meas[m])
+            print(line(f"resolution {r}", out[key][r]))
+        out[key]["all"] = figures(predicted, meas)
+        print(line("all archs", out[key]["all"]))
+
+    per_resolution("table", pred)
     print("the same, raw sum of the ops (no calibration; what OFA's reader predicts from the table):")
-    for r in res:
-        m = rs == r
-        out["table_raw"][r] = figures(raw[m], meas[m])
-        print(line(f"resolution {r}", out["table_raw"][r]))
-    out["table_raw"]["all"] = figures(raw, meas)
-    print(line("all archs", out["table_raw"]["all"]))
+    per_resolution("table_raw", raw)
     print("MACs as a predictor (ms = a * MACs + b, least squares on these archs, in sample):")
     for r in res:
         m = rs == r

@@ -31,7 +31,8 @@ def inputs(n, batch=1, seed=0):
 
 def make_folder(folder, arch, ckpt_name="ckpt.finetuned.pth"):
     """A trained-looking pick: random weights, and for early-exit nets thresholds at the median of the policy
-    values on the test inputs, so that samples leave at different exits."""
+    values on the test inputs (midway between
+    the two middle ones), so that samples leave at different exits."""
     torch.manual_seed(0)
     model = build_network(arch, 10, resolution=R).eval()
     thresholds = []
@@ -45,7 +46,10 @@ def make_folder(folder, arch, ckpt_name="ckpt.finetuned.pth"):
             values = torch.cumsum(exit_probabilities(conf), 1)[:, :-1].T
         else:
             values = torch.stack([score_margin(lg) for lg in logits[:-1]])
-        thresholds = [float(v.median()) for v in values] + [1.0]
+        # midway between the two middle values: a threshold equal to one sample's own value would let the ulps
+        # between torch and another runtime decide that sample's exit
+        mids = [v.sort().values[len(v) // 2 - 1: len(v) // 2 + 1].mean() for v in values]
+        thresholds = [float(m) for m in mids] + [1.0]
         model.thresholds = thresholds
     folder.mkdir(parents=True)
     (folder / "net.subnet").write_text(json.dumps(arch))

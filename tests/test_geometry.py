@@ -121,7 +121,7 @@ def test_space_of_and_exit_keys():
         for arch in space.sample(5, 0) + [space.smallest(), space.largest()]:
             assert G.space_of(arch) == name
             assert G.exit_key(arch) == G.EXIT_KEYS[name]
-            assert G.has_exit_genes(arch) == (name != G.PLAIN)
+            assert G.has_exit_genes(arch) == (name in (G.EDANAS, G.NACHOS))
             assert G.exit_mask(arch) == space.exit_mask(arch)
     assert G.space_of({"t": [1] * 4, "b": [1] * 4}) == G.EDANAS
     with pytest.raises(ArchError, match="JSON object"):

@@ -1,10 +1,12 @@
-"""Search spaces: configs, sampling and integer encodings (pure core: no torch, no files)."""
+"""Search spaces: configs, sampling and integer encodings (pure core: no torch, no files): the three OFA
+MobileNetV3 spaces and OFA's ResNet-50 space."""
 
 from __future__ import annotations
 
 from cnas.errors import ConfigError
 from cnas.spaces import geometry
-from cnas.spaces.geometry import EDANAS, NACHOS, PLAIN, arch_key, space_of
+from cnas.spaces.base import SearchSpace
+from cnas.spaces.geometry import EDANAS, NACHOS, PLAIN, RESNET50, arch_key, space_of
 from cnas.spaces.mobilenetv3 import (
     BRANCHES,
     DEPTHS,
@@ -21,22 +23,24 @@ from cnas.spaces.mobilenetv3 import (
     exit_mask,
     stage_layers,
 )
+from cnas.spaces.resnet50 import ResNet50Space
 
-SPACES = {
+SPACES: dict[str, type[SearchSpace]] = {
     PLAIN: MobileNetV3Space,
     EDANAS: EEMobileNetV3Space,
     NACHOS: CBNMobileNetV3Space,
+    RESNET50: ResNet50Space,
 }
 
 
-def get_space(name: str, lr: int = 224, ur: int = 224, rstep: int = 4) -> MobileNetV3Space:
+def get_space(name: str, lr: int = 224, ur: int = 224, rstep: int = 4) -> SearchSpace:
     """The search space called ``name`` with resolutions ``range(lr, ur + 1, rstep)``."""
     if name not in SPACES:
         raise ConfigError(f"unknown search space '{name}'; choose one of {', '.join(SPACES)}")
     return SPACES[name](name, lr=lr, ur=ur, rstep=rstep)
 
 
-def space_for_arch(arch: dict, lr: int | None = None, ur: int | None = None, rstep: int = 4) -> MobileNetV3Space:
+def space_for_arch(arch: dict, lr: int | None = None, ur: int | None = None, rstep: int = 4) -> SearchSpace:
     """The space an arch dict belongs to, judged by its keys (:func:`cnas.spaces.geometry.space_of`).
 
     The resolution range defaults to the arch's own ``r`` (fixed), else 224.
@@ -50,6 +54,6 @@ def space_for_arch(arch: dict, lr: int | None = None, ur: int | None = None, rst
 
 __all__ = [
     "SPACES", "get_space", "space_for_arch", "space_of", "arch_key", "geometry", "stage_layers", "exit_mask", "Arch",
-    "MobileNetV3Space", "EEMobileNetV3Space", "CBNMobileNetV3Space", "DEPTHS", "KERNELS", "EXPANSIONS", "THRESHOLDS", "BRANCHES", "N_STAGES", "N_EXITS",
+    "SearchSpace", "MobileNetV3Space", "EEMobileNetV3Space", "CBNMobileNetV3Space", "ResNet50Space", "RESNET50", "DEPTHS", "KERNELS", "EXPANSIONS", "THRESHOLDS", "BRANCHES", "N_STAGES", "N_EXITS",
     "MAX_DEPTH",
 ]

@@ -1,7 +1,8 @@
 """The shape of the OFA MobileNetV3 networks cnas searches, in one place (pure: no torch, no files, no state).
 
 Everything that follows from an arch dict and the supernet's layout lives here, and the rest of cnas reads it:
-the gene values of the three spaces, which space an arch belongs to (:func:`space_of`), channel widths for a
+the gene values of the three spaces, which space an arch belongs to (:func:`space_of`, which also tells the
+``resnet50`` space's archs apart: their shape lives in :mod:`cnas.spaces.resnet_geometry`), channel widths for a
 width multiplier, strides, feature-map sizes for a resolution, the blocks an arch activates (stage-aware
 ``ks``/``e``), where each stage ends in a static subnet, the exit positions, the exit heads' shapes and the exit
 policy of each kind of head. :mod:`cnas.complexity` counts from it, :mod:`cnas.models` builds from it and
@@ -45,11 +46,17 @@ BRANCHES = (0, 1)  # NACHOS: 1 means "an exit is placed here"
 PLAIN = "mobilenetv3"
 EDANAS = "eemobilenetv3"
 NACHOS = "cbnmobilenetv3"
-SPACE_NAMES = (PLAIN, EDANAS, NACHOS)
+#: OFA's ResNet-50 space (arch keys ``d``, ``e``, ``w``; see :mod:`cnas.spaces.resnet_geometry`).
+RESNET50 = "resnet50"
+#: The spaces of the OFA MobileNetV3 supernet (this module's shape).
+MOBILENETV3_SPACES = (PLAIN, EDANAS, NACHOS)
+SPACE_NAMES = MOBILENETV3_SPACES + (RESNET50,)
 #: The key of each space's exit genes (None: no exits).
-EXIT_KEYS: dict[str, str | None] = {PLAIN: None, EDANAS: "t", NACHOS: "b"}
+EXIT_KEYS: dict[str, str | None] = {PLAIN: None, EDANAS: "t", NACHOS: "b", RESNET50: None}
 #: The allowed values of each space's exit genes.
-EXIT_VALUES: dict[str, tuple] = {PLAIN: (), EDANAS: THRESHOLDS, NACHOS: BRANCHES}
+EXIT_VALUES: dict[str, tuple] = {PLAIN: (), EDANAS: THRESHOLDS, NACHOS: BRANCHES, RESNET50: ()}
+#: The key only a ResNet-50 arch has (its width genes).
+RESNET_KEY = "w"
 #: The space whose exit genes an arch key holds.
 SPACE_OF_EXIT_KEY: dict[str, str] = {k: name for name, k in EXIT_KEYS.items() if k is not None}
 
@@ -94,7 +101,8 @@ def arch_key(arch: Mapping) -> str:
 # ---------------------------------------------------------------- which space
 def space_of(arch: Mapping) -> str:
     """The name of the space ``arch`` belongs to, from its keys: ``t`` -> eemobilenetv3, ``b`` ->
-    cbnmobilenetv3, neither -> mobilenetv3 (``t`` wins when both are present; validation then rejects ``b``).
+    cbnmobilenetv3, ``w`` (ResNet-50 width genes) -> resnet50, none of them -> mobilenetv3 (``t`` wins when both
+    are present; validation then rejects ``b``).
 
     Raises :class:`ArchError` when ``arch`` is not a mapping.
     """
@@ -103,7 +111,7 @@ def space_of(arch: Mapping) -> str:
     for name in (EDANAS, NACHOS):
         if EXIT_KEYS[name] in arch:
             return name
-    return PLAIN
+    return RESNET50 if RESNET_KEY in arch else PLAIN
 
 
 def exit_key(arch: Mapping) -> str | None:
@@ -113,7 +121,7 @@ def exit_key(arch: Mapping) -> str | None:
 
 def has_exit_genes(arch: Mapping) -> bool:
     """True for an arch of an early-exit space (even one whose genes place no exit)."""
-    return space_of(arch) != PLAIN
+    return EXIT_KEYS[space_of(arch)] is not None
 
 
 def binary_heads(arch: Mapping) -> bool:

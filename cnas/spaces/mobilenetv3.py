@@ -21,14 +21,14 @@ instead of receiving a penalty, and the initial design really holds the smallest
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from cnas.errors import ArchError, ConfigError
+from cnas.errors import ArchError
+from cnas.spaces.base import SearchSpace, as_rng, is_int
 from cnas.spaces.geometry import (  # noqa: F401  (the gene values and arch helpers live in geometry)
     BRANCHES,
-    Arch,
     DEPTHS,
     EDANAS,
     EXIT_KEYS,
@@ -39,8 +39,12 @@ from cnas.spaces.geometry import (  # noqa: F401  (the gene values and arch help
     N_EXITS,
     N_STAGES,
     NACHOS,
+    RESNET50,
+    RESNET_KEY,
     SPACE_OF_EXIT_KEY,
     THRESHOLDS,
+    WIDTH_MULTS,
+    Arch,
     arch_key,
     exit_mask,
     stage_layers,
@@ -49,63 +53,21 @@ from cnas.spaces.geometry import (  # noqa: F401  (the gene values and arch help
 STAGE_GENES = 1 + 2 * MAX_DEPTH  # depth gene + 4 kernel genes + 4 expansion genes
 
 
-def _as_rng(rng: Any) -> np.random.Generator:
-    if isinstance(rng, np.random.Generator):
-        return rng
-    return np.random.default_rng(rng)
-
-
-class MobileNetV3Space:
+class MobileNetV3Space(SearchSpace):
     """OFA MobileNetV3 (d234, e346, k357) with optional early-exit genes and resolution gene."""
 
-    exit_key: str | None = None
-    exit_values: tuple = ()
-    requires_exit = False  # True: every arch needs at least one exit (NACHOS)
+    width_mults = WIDTH_MULTS
 
     def __init__(self, name: str, lr: int = 224, ur: int = 224, rstep: int = 4):
-        for flag, val in (("--lr", lr), ("--ur", ur), ("--rstep", rstep)):
-            if not isinstance(val, (int, np.integer)) or isinstance(val, bool):
-                raise ConfigError(f"{flag} must be an integer, got {val!r}")
-        if lr <= 0 or ur <= 0:
-            raise ConfigError(f"resolutions must be positive, got --lr {lr} --ur {ur}")
-        if lr > ur:
-            raise ConfigError(f"--lr {lr} is larger than --ur {ur}: the lower resolution must not exceed the upper")
-        if rstep <= 0:
-            raise ConfigError(f"--rstep must be positive, got {rstep}")
-        self.name = name
-        self.lr, self.ur, self.rstep = int(lr), int(ur), int(rstep)
-        self.resolutions: tuple[int, ...] = tuple(range(self.lr, self.ur + 1, self.rstep))
-        self.fixed_resolution = len(self.resolutions) == 1
+        super().__init__(name, lr, ur, rstep)
         n_exit = N_EXITS if self.exit_key else 0
-        self.n_var = N_STAGES * STAGE_GENES + n_exit + (0 if self.fixed_resolution else 1)
+        self._exit_slice = slice(N_STAGES * STAGE_GENES, N_STAGES * STAGE_GENES + n_exit)
+
+    def gene_bounds(self) -> list[int]:
         xu = []
         for _ in range(N_STAGES):
             xu += [len(DEPTHS) - 1] + [len(KERNELS) - 1] * MAX_DEPTH + [len(EXPANSIONS) - 1] * MAX_DEPTH
-        xu += [len(self.exit_values) - 1] * n_exit
-        if not self.fixed_resolution:
-            xu.append(len(self.resolutions) - 1)
-        self.xl = np.zeros(self.n_var, dtype=np.int64)
-        self.xu = np.asarray(xu, dtype=np.int64)
-        self._exit_slice = slice(N_STAGES * STAGE_GENES, N_STAGES * STAGE_GENES + n_exit)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, lr={self.lr}, ur={self.ur}, rstep={self.rstep})"
-
-    # ------------------------------------------------------------------ resolution
-    @property
-    def default_resolution(self) -> int:
-        return self.resolutions[0]
-
-    def with_resolution(self, arch: Arch) -> Arch:
-        """``arch`` as it is stored and crosses files: with its ``r`` (the space's own when it has one fixed
-        resolution), keys sorted."""
-        if self.fixed_resolution:
-            arch = {**arch, "r": self.resolutions[0]}
-        return dict(sorted(arch.items()))
-
-    def resolution(self, arch: Arch) -> int:
-        """The input resolution of ``arch`` (its ``r``, or the space's fixed resolution)."""
-        return int(arch.get("r", self.default_resolution))
+        return xu + [len(self.exit_values) - 1] * (N_EXITS if self.exit_key else 0)
 
     # ------------------------------------------------------------------ validation
     def validate(self, arch: Any) -> Arch:
@@ -121,7 +83,7 @@ class MobileNetV3Space:
         allowed = {"ks", "e", "d", "r"} | ({self.exit_key} if self.exit_key else set())
         extra = sorted(set(arch) - allowed)
         if extra:
-            other = SPACE_OF_EXIT_KEY
+            other = {**SPACE_OF_EXIT_KEY, RESNET_KEY: RESNET50}
             hint = "".join(f" ('{k}' belongs to {other[k]})" for k in extra if k in other)
             raise ArchError(f"architecture has field(s) {extra} that the {self.name} space does not know{hint}")
         d = _int_list(arch["d"], "d", N_STAGES, DEPTHS)
@@ -135,20 +97,7 @@ class MobileNetV3Space:
             out[self.exit_key] = self._exit_list(arch[self.exit_key])
             if self.requires_exit and not any(out[self.exit_key]):
                 raise ArchError("field 'b' has no exit (all 0): cbnmobilenetv3 archs need at least one b = 1")
-        if "r" in arch:
-            r = arch["r"]
-            if not _is_int(r) or int(r) not in self.resolutions:
-                raise ArchError(f"field 'r' = {r!r} is not a resolution of this space ({self._res_text()})")
-            if not self.fixed_resolution:
-                out["r"] = int(r)
-        elif not self.fixed_resolution:
-            raise ArchError(f"architecture is missing the field 'r' (this space varies the resolution: {self._res_text()})")
-        return dict(sorted(out.items()))
-
-    def _res_text(self) -> str:
-        if self.fixed_resolution:
-            return f"fixed at {self.lr}"
-        return f"{self.lr}..{self.ur} step {self.rstep}"
+        return self._validate_resolution(arch, out)
 
     def _exit_list(self, values: Any) -> list:
         key = self.exit_key
@@ -189,24 +138,6 @@ class MobileNetV3Space:
             x[-1] = self.resolutions.index(arch["r"])
         return x
 
-    def encode_many(self, archs: Sequence[Arch]) -> np.ndarray:
-        if len(archs) == 0:
-            return np.zeros((0, self.n_var), dtype=np.int64)
-        return np.stack([self.encode(a) for a in archs])
-
-    def _as_int_vector(self, x: Any) -> np.ndarray:
-        x = np.asarray(x)
-        if x.ndim != 1 or x.shape[0] != self.n_var:
-            raise ArchError(f"an encoding of {self.name} has {self.n_var} genes, got shape {x.shape}")
-        if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
-            raise ArchError(f"an encoding must hold finite numbers, got {x!r}")
-        xi = np.rint(x).astype(np.int64)
-        bad = np.flatnonzero((xi < self.xl) | (xi > self.xu))
-        if bad.size:
-            g = int(bad[0])
-            raise ArchError(f"gene {g} = {x[g]!r} is outside its bounds [{self.xl[g]}, {self.xu[g]}]")
-        return xi
-
     def repair(self, x: Any) -> np.ndarray:
         """Canonical form of an integer vector: rounds, zeroes the genes of absent layers and switches on the
         last exit of a ``cbnmobilenetv3`` vector that has none. Works on one vector or a 2-D batch."""
@@ -240,13 +171,10 @@ class MobileNetV3Space:
             arch["r"] = self.resolutions[xi[-1]]
         return dict(sorted(arch.items()))
 
-    def decode_many(self, X: Any) -> list[Arch]:
-        return [self.decode(row) for row in np.asarray(X)]
-
     # ------------------------------------------------------------------ sampling
     def sample_encodings(self, n: int, rng: Any = None) -> np.ndarray:
         """``n`` canonical vectors drawn uniformly per gene (cbn: only vectors with at least one exit)."""
-        rng = _as_rng(rng)
+        rng = as_rng(rng)
         X = rng.integers(self.xl, self.xu + 1, size=(int(n), self.n_var))
         if self.requires_exit:
             while True:  # each redraw succeeds with probability 15/16
@@ -256,43 +184,11 @@ class MobileNetV3Space:
                 X[empty, self._exit_slice] = rng.integers(0, 2, size=(int(empty.sum()), N_EXITS))
         return self.repair(X) if n else X.astype(np.int64)
 
-    def sample(self, n: int, rng: Any = None) -> list[Arch]:
-        """``n`` random archs, uniform per gene as the original samples."""
-        return self.decode_many(self.sample_encodings(n, rng))
-
     def smallest(self) -> Arch:
         x = self.xl.copy()
         if self.exit_key == EXIT_KEYS[EDANAS]:
             x[self._exit_slice] = 0  # lowest threshold everywhere: every exit present, easiest to take
         return self.decode(x)
-
-    def largest(self) -> Arch:
-        return self.decode(self.xu)
-
-    def initial_design(self, n: int, rng: Any = None) -> list[Arch]:
-        """The smallest and the largest arch followed by ``n - 2`` distinct random ones."""
-        n = int(n)
-        if n < 0:
-            raise ConfigError(f"--n_doe must not be negative, got {n}")
-        rng = _as_rng(rng)
-        design = [self.smallest(), self.largest()][:n]
-        seen = {self.key(a) for a in design}
-        attempts = 0
-        while len(design) < n:
-            attempts += 1
-            if attempts > 100:
-                raise ConfigError(f"could not draw {n} distinct archs from {self.name}")
-            for arch in self.sample(2 * (n - len(design)), rng):
-                k = self.key(arch)
-                if k not in seen and len(design) < n:
-                    seen.add(k)
-                    design.append(arch)
-        return design
-
-    # ------------------------------------------------------------------ helpers
-    def key(self, arch: Arch) -> str:
-        """The identity of ``arch``'s canonical form (:func:`cnas.spaces.geometry.arch_key`)."""
-        return arch_key(self.validate(arch))
 
     def exit_mask(self, arch: Arch) -> list[bool]:
         """Which of the 4 positions after stages 1..4 carry an exit (all False for the plain space)."""
@@ -314,14 +210,6 @@ class CBNMobileNetV3Space(MobileNetV3Space):
     requires_exit = True
 
 
-def _is_int(v: Any) -> bool:
-    if isinstance(v, bool):
-        return False
-    if isinstance(v, (int, np.integer)):
-        return True
-    return isinstance(v, (float, np.floating)) and float(v).is_integer()
-
-
 def _int_list(values: Any, key: str, length: int, allowed: tuple, length_note: str = "") -> list[int]:
     if not isinstance(values, (list, tuple)):
         raise ArchError(f"field '{key}' must be a list, got {values!r}")
@@ -330,7 +218,7 @@ def _int_list(values: Any, key: str, length: int, allowed: tuple, length_note: s
         raise ArchError(f"field '{key}' must hold {length} values{note}, got {len(values)}")
     out = []
     for v in values:
-        if not _is_int(v) or int(v) not in allowed:
+        if not is_int(v) or int(v) not in allowed:
             raise ArchError(f"field '{key}' holds {v!r}, allowed values are {list(allowed)}")
         out.append(int(v))
     return out

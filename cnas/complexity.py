@@ -1,4 +1,5 @@
-"""Exact, instant complexity counts of OFA MobileNetV3 archs and their early-exit networks (pure core).
+"""Exact, instant complexity counts of OFA MobileNetV3 archs, their early-exit networks and OFA ResNet-50 archs
+(pure core).
 
 Everything here is closed form from the arch config: no torch import, no module built. The counts equal, to
 the unit, what is measured on the torch modules cnas builds (``tests/test_complexity.py`` checks it):
@@ -14,6 +15,11 @@ the unit, what is measured on the torch modules cnas builds (``tests/test_comple
   (not an ``AvgPool2d``); the static net flattens with ``view``, not a ``Flatten`` module.
 
 All three are returned in **millions**, unrounded (the stats files round to 2 decimals).
+
+ResNet-50 archs (``resnet50``, keys ``d``/``e``/``w``) are counted the same way on ofa's static ``ResNets``
+(layout in :mod:`cnas.spaces.resnet_geometry`): the activations include the stem's ``MaxPool2d`` and the
+``AvgPool2d`` of every downsampling shortcut (also the 1x1 one of stage 1), not ``MyGlobalAvgPool2d``; the widths
+are the arch's ``w`` genes, so ``width_mult`` must stay 1.0.
 
 Every count takes the supernet's width multiplier ``width_mult`` (default 1.0: stage widths 16/16/24/40/80/112/160,
 head 960/1280; 1.2, OFA's ``ofa_mbv3_d234_e346_k357_w1.2``: 24/24/32/48/96/136/192, head 1152/1536); the widths
@@ -47,6 +53,7 @@ import numpy as np
 from cnas.errors import ArchError, ConfigError
 from cnas.spaces import geometry as G
 from cnas.spaces import get_space
+from cnas.spaces import resnet_geometry as R
 from cnas.spaces.geometry import stage_sizes
 
 __all__ = ["exit_pool_sizes", "count", "count_many", "tiny_ml", "stage_sizes", "POOL_SIZES"]
@@ -218,6 +225,33 @@ def _stage_costs(arch: dict, resolution: int, width_mult: float):
     return stem, out, tail, hs
 
 
+@lru_cache(maxsize=65536)
+def _bottleneck(cin: int, cout: int, mid: int, stride: int, h_in: int) -> tuple[int, int, int]:
+    """One OFA ResNet bottleneck block: 1x1 + BN, 3x3 (stride) + BN, 1x1 + BN, and a downsampling shortcut
+    (AvgPool2d, then 1x1 conv + BN) when the stride or the width changes."""
+    h_out = G.conv_out_size(h_in, stride)
+    parts = [_conv_bn(cin, mid, 1, h_in), _conv_bn(mid, mid, R.BLOCK_KERNEL, h_out), _conv_bn(mid, cout, 1, h_out)]
+    if stride != 1 or cin != cout:
+        parts += [(0, 0, cin * h_out * h_out), _conv_bn(cin, cout, 1, h_out)]
+    return _add(*parts)
+
+
+def _resnet_count(arch: dict, n_classes: int, resolution: int) -> dict:
+    """The static OFA ResNet-50 subnet of ``arch``: stem, max pool, bottleneck blocks, classifier."""
+    h_stem, h, _ = R.sizes(resolution)
+    stem = R.stem(arch)
+    parts = [_conv_bn(R.INPUT_CHANNELS, stem.mid, R.STEM_KERNEL, h_stem)]
+    if stem.residual:
+        parts.append(_conv_bn(stem.mid, stem.mid, R.STEM_KERNEL, h_stem))
+    parts += [_conv_bn(stem.mid, stem.out, R.STEM_KERNEL, h_stem), (0, 0, stem.out * h * h)]  # + MaxPool2d
+    width = stem.out
+    for b in R.blocks(arch):
+        parts.append(_bottleneck(b.cin, b.cout, b.mid, b.stride, h))
+        h, width = G.conv_out_size(h, b.stride), b.cout
+    total = _add(*parts, _linear(width, n_classes))
+    return {"params": total[0] / 1e6, "macs": total[1] / 1e6, "activations": total[2] / 1e6}
+
+
 def _exits(arch: dict, resolution: int, n_classes: int, binary: bool | None, width_mult: float):
     """Per exit (present intermediate ones, then the final one): (backbone cost, head cost, pool size)."""
     stem, stages, tail, hs = _stage_costs(arch, resolution, width_mult)
@@ -265,6 +299,8 @@ def exit_pool_sizes(arch: dict, resolution: int | None = None, n_classes: int = 
     """
     r = _resolution(arch if isinstance(arch, dict) else {}, resolution)
     arch = _canonical(arch)
+    if not G.has_exit_genes(arch):
+        return []
     return [pool for _, _, pool in _exits(arch, r, _n_classes(n_classes), binary, _width(width_mult))[:-1]]
 
 
@@ -277,6 +313,11 @@ def _width(width_mult: Any) -> float:
 
 
 def _count(arch: dict, n_classes: int, r: int, width_mult: float) -> dict:
+    if G.space_of(arch) == G.RESNET50:
+        if width_mult != 1.0:
+            raise ConfigError(f"width multiplier {width_mult:g} is a MobileNetV3 supernet width; a resnet50 arch's "
+                              "widths are its own w genes (count it at width_mult 1.0)")
+        return _resnet_count(arch, n_classes, r)
     if not G.has_exit_genes(arch):
         stem, stages, tail, _ = _stage_costs(arch, r, width_mult)
         total = _add(stem, *stages, tail, _linear(G.widths(width_mult).feature_mix, n_classes))
@@ -302,7 +343,7 @@ def _count(arch: dict, n_classes: int, r: int, width_mult: float) -> dict:
 def count(arch: dict, n_classes: int = 10, resolution: int | None = None, width_mult: float = 1.0) -> dict:
     """Params, MACs and activations (millions, unrounded) of the network ``arch`` describes.
 
-    Plain archs: the extracted static OFA subnet. Early-exit archs (``t`` or ``b``): the early-exit network;
+    Plain archs: the extracted static OFA subnet (ResNet-50 archs too). Early-exit archs (``t`` or ``b``): the early-exit network;
     ``params`` and ``activations`` cover the backbone and every head, ``macs`` the final path (backbone +
     final_expand + feature_mix + classifier), as in the original's stats; also per exit (the final one last):
     ``backbone_macs``/``backbone_params`` (cumulative backbone up to the exit), ``classifiers_macs``/

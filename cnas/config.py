@@ -50,8 +50,9 @@ class SearchConfig(ExecutorSettings, ResolutionSettings):
                                                "out-of-fold predictions together) or mean_std (the original's mean "
                                                "minus std of the per-fold taus)",
                                 check=OneOf(("pooled", "mean_std")), earlier="mean_std")
-    search_space: str = setting("mobilenetv3", help="mobilenetv3, eemobilenetv3 (EDANAS early exits) or "
-                                                    "cbnmobilenetv3 (NACHOS early exits)")
+    search_space: str = setting("mobilenetv3", help="mobilenetv3, eemobilenetv3 (EDANAS early exits), "
+                                                    "cbnmobilenetv3 (NACHOS early exits) or resnet50 (OFA's "
+                                                    "ResNet-50: depth, expansion and width genes)")
     pop_size: int = setting(40, help="population of NSGA-II on the surrogate problem", check=count(2))
     n_gens: int = setting(20, help="generations of NSGA-II on the surrogate problem per iteration",
                           check=count())

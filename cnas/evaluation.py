@@ -50,8 +50,8 @@ from cnas.settings import (
     setting,
     width_mult_check,
 )
-from cnas.spaces import SPACES, exit_mask, get_space, space_for_arch
-from cnas.spaces.geometry import EDANAS, MAX_RESOLUTION, NACHOS, binary_heads
+from cnas.spaces import SPACES, exit_mask, get_space, space_for_arch, space_of
+from cnas.spaces.geometry import EDANAS, MAX_RESOLUTION, NACHOS, PLAIN, RESNET50, binary_heads
 from cnas.training import ood
 from cnas.training.early_exit import EEConfig, balanced_subset, exit_costs, measure_exits, train_exits
 from cnas.training.quantization import Int8Result, quantize_and_measure
@@ -72,8 +72,9 @@ class EvalSettings(DeviceSettings, ExitSettings, OodSettings, QuantizationSettin
     stage of early-exit nets), data, robustness, constraints, early exits and device (parts of
     :mod:`cnas.settings`) plus the arch, weights and what to keep. Field names follow the original's flags."""
 
-    search_space: str | None = setting(None, help="mobilenetv3, eemobilenetv3 or cbnmobilenetv3 (default: "
-                                                  "guessed from the arch's keys)", check=OneOf(tuple(SPACES)))
+    search_space: str | None = setting(None, help="mobilenetv3, eemobilenetv3, cbnmobilenetv3 or resnet50 "
+                                                  "(default: guessed from the arch's keys)",
+                                       check=OneOf(tuple(SPACES)))
     resolution: int | None = setting(None, help="input resolution when the arch has no 'r'", check=RESOLUTION)
     width_mult: float = setting(1.0, help="width multiplier of the MobileNetV3 supernet: 1.0 or 1.2 (OFA's "
                                           "ofa_mbv3_d234_e346_k357_w1.2); counts, networks and --supernet_path "
@@ -115,6 +116,8 @@ class EvalSettings(DeviceSettings, ExitSettings, OodSettings, QuantizationSettin
         if self.quantize and self.search_space in (EDANAS, NACHOS):
             raise ConfigError(f"--quantize measures single-exit networks; the {self.search_space} space has early "
                               "exits (use --search_space mobilenetv3)")
+        if self.search_space:
+            check_space_support(self.search_space, self)
         return self
 
     def tiny_ml_kwargs(self) -> dict:
@@ -134,6 +137,34 @@ class EvalSettings(DeviceSettings, ExitSettings, OodSettings, QuantizationSettin
         if unknown:
             raise ConfigError(f"unknown evaluation setting(s) {unknown}")
         return cls(**d)
+
+
+def check_space_support(space: str, settings: EvalSettings) -> None:
+    """Refuse, in one line naming the flag and the fix, a setting that the networks of the search space ``space``
+    do not support (what each space supports is declared by its class: ``width_mults``, ``latency_tables``,
+    ``int8``, ``exit_heads``). The resnet50 space refuses ``--width_mult 1.2``, ``--latency_table``/``--lmax``,
+    ``--quantize`` and the early-exit flags ``--method``, ``--tune_epsilon``, ``--support_set``, ``--ee_epochs``."""
+    cls = SPACES[space]
+    if float(settings.width_mult) not in cls.width_mults:
+        raise ConfigError(f"--width_mult {settings.width_mult:g} is a MobileNetV3 supernet width; the {space} space's "
+                          "widths are its arch's own w genes (drop --width_mult)")
+    if not cls.latency_tables:
+        flag = "--latency_table" if settings.latency_table is not None else "--lmax" if settings.lmax is not None \
+            else None
+        if flag:
+            raise ConfigError(f"{flag}: latency tables time the operations of the MobileNetV3 spaces; the {space} "
+                              f"space has none (drop {flag}; bound the MACs with --mmax instead)")
+    if not cls.int8 and settings.quantize:
+        raise ConfigError(f"--quantize (and the top1_int8 / size_int8 objectives) measures MobileNetV3 networks as "
+                          f"int8; the {space} space has no int8 path (drop --quantize)")
+    if not cls.exit_heads:
+        given = [flag for flag, on in (("--method", settings.method is not None),
+                                       ("--tune_epsilon", settings.tune_epsilon),
+                                       ("--support_set", settings.support_set),
+                                       ("--ee_epochs", settings.ee_epochs > 0)) if on]
+        if given:
+            raise ConfigError(f"{given[0]} sets up early exits; the {space} space has none (drop {given[0]}, or "
+                              "search --search_space eemobilenetv3 or cbnmobilenetv3)")
 
 
 @dataclass
@@ -213,11 +244,11 @@ class Outputs:
 _SUPERNETS: dict[tuple, Any] = {}
 
 
-def _supernet(path: str, n_classes: int, width_mult: float = 1.0):
-    key = (str(Path(path).resolve()), n_classes, float(width_mult))
+def _supernet(path: str, n_classes: int, width_mult: float = 1.0, space: str = PLAIN):
+    key = (str(Path(path).resolve()), n_classes, float(width_mult), space == RESNET50)
     if key not in _SUPERNETS:
         _SUPERNETS.clear()  # keep one in memory
-        _SUPERNETS[key] = load_supernet(path, n_classes, width_mult=width_mult)
+        _SUPERNETS[key] = load_supernet(path, n_classes, width_mult=width_mult, space=space)
     return _SUPERNETS[key]
 
 
@@ -246,6 +277,7 @@ def resolve_arch(arch: dict, settings: EvalSettings) -> tuple[dict, int]:
     else:
         space = space_for_arch(arch, lr=int(r), ur=int(r))
     canon = space.validate({k: v for k, v in arch.items() if k != "r"} | {"r": int(r)})
+    check_space_support(space.name, settings)
     if any(exit_mask(canon)):
         exit_method(canon, settings)
         if settings.quantize:
@@ -284,7 +316,8 @@ def preflight_classes(settings: EvalSettings) -> int:
                             val_split=settings.val_split, batch_size=settings.batch_size, seed=settings.seed,
                             n_classes=settings.n_classes, num_workers=0, device="cpu")
     if settings.supernet_path and settings.pretrained:
-        check_supernet_file(settings.supernet_path, loaders.n_classes, width_mult=settings.width_mult)
+        check_supernet_file(settings.supernet_path, loaders.n_classes, width_mult=settings.width_mult,
+                            space=settings.search_space)  # no space given: the file's keys tell its family
     if settings.ood_eval:
         if settings.ood_data is not None:
             ood.read_corruption_folder(settings.ood_data, loaders.n_classes)
@@ -381,8 +414,9 @@ def initialise(run: Run, init: Init) -> None:
         else:
             run.backbone = net
     else:
-        supernet = (_supernet(init.path, run.n_classes, s.width_mult) if init.kind == "supernet"
-                    else build_supernet(run.n_classes, width_mult=s.width_mult))
+        space = space_of(run.arch)
+        supernet = (_supernet(init.path, run.n_classes, s.width_mult, space) if init.kind == "supernet"
+                    else build_supernet(run.n_classes, width_mult=s.width_mult, space=space))
         run.backbone = get_subnet(supernet, run.arch)
     if s.func_constr:
         substitute_activation(run.backbone)
@@ -586,4 +620,4 @@ def evaluate_candidate(task: CandidateTask, device: str | None = None) -> dict:
 __all__ = ["EvalSettings", "CandidateTask", "Init", "Outputs", "Run", "run_pipeline", "evaluate_arch",
            "evaluate_candidate", "resolve_arch", "preflight", "setup", "load_run_data", "initialise",
            "train_backbone", "train_early_exits", "measure", "measure_int8", "measure_ood", "write_outputs",
-           "INT8_FILE"]
+           "INT8_FILE", "check_space_support"]

@@ -50,6 +50,7 @@ from cnas.fileio import read_json
 from cnas.models import EENetwork, build_network
 from cnas.models.checkpoint import load_net_checkpoint
 from cnas.models.polynomial import substitute_activation
+from cnas.spaces import SPACES, space_of
 from cnas.training.trainer import TrainConfig, read_training_state
 
 STATS_NAME = "net.finetuned.stats"
@@ -78,7 +79,8 @@ RECORDED = ("optim", "lr", "lr_min", "rho", "adaptive", "momentum", "weight_deca
 def finetune_layers(folder: str | Path) -> tuple[dict, dict]:
     """The two lowest layers of the fine-tuning settings of the pick in ``folder``: the recipe
     (:data:`FINETUNE_RECIPE`, every setting) and the task settings the search saved in ``pick.json`` (all but
-    :data:`RECIPE_KEYS`; ``{}`` without the file)."""
+    :data:`RECIPE_KEYS`; ``{}`` without the file). The recipe re-tunes exit thresholds only in spaces whose
+    networks can have exits (not resnet50's)."""
     carried = {}
     pick = Path(folder) / PICK_FILE
     if pick.is_file():
@@ -87,7 +89,19 @@ def finetune_layers(folder: str | Path) -> tuple[dict, dict]:
         carried = {k: v for k, v in ev.items() if k not in RECIPE_KEYS and v is not None}
         if rec.get("n_classes") and "n_classes" not in carried:
             carried["n_classes"] = int(rec["n_classes"])
-    return asdict(FINETUNE_RECIPE), carried
+    recipe = asdict(FINETUNE_RECIPE)
+    space = carried.get("search_space") or _arch_space(Path(folder) / "net.subnet")
+    if space in SPACES and not SPACES[space].exit_heads:
+        recipe["tune_epsilon"] = False
+    return recipe, carried
+
+
+def _arch_space(path: Path) -> str | None:
+    """The space of the arch file ``path`` by its keys (None when it cannot be read: the checks say why later)."""
+    try:
+        return space_of(read_json(path, "arch file", ArchError))
+    except ArchError:
+        return None
 
 
 def finetune_settings(folder: str | Path, *layers: dict) -> EvalSettings:

@@ -155,6 +155,13 @@ class ExitPath(NamedTuple):
     ends: list[int]
 
 
+def _mobilenetv3_only(space: str) -> None:
+    if space not in G.MOBILENETV3_SPACES:
+        raise ConfigError(f"latency tables time the operations of the MobileNetV3 spaces "
+                          f"({', '.join(G.MOBILENETV3_SPACES)}); the {space} space has none (time a {space} network "
+                          "end to end with: python -m cnas.latency measure NET.subnet)")
+
+
 def arch_path(arch: Mapping, n_classes: int, resolution: int | None = None, width_mult: float = 1.0) -> ExitPath:
     """Every op ``arch``'s network runs at ``resolution`` (default ``arch['r']``), with its exits, on a supernet of
     ``width_mult``.
@@ -164,6 +171,7 @@ def arch_path(arch: Mapping, n_classes: int, resolution: int | None = None, widt
     """
     from cnas.complexity import exit_pool_sizes  # the exit heads' pool rule has its home there
 
+    _mobilenetv3_only(G.space_of(arch))
     r = int(resolution if resolution is not None else arch["r"])
     h0, sizes = G.stage_sizes(r)
     ops = stem_ops(r, width_mult)
@@ -189,6 +197,7 @@ def space_ops(space: str, resolutions: Iterable[int], n_classes: int, width_mult
     of ``resolutions``: what a table needs for a search of that space (ordered, no repeats)."""
     if space not in G.SPACE_NAMES:
         raise ConfigError(f"unknown search space '{space}'; choose one of {', '.join(G.SPACE_NAMES)}")
+    _mobilenetv3_only(space)
     out: dict[str, LatencyOp] = {}
     n_out = G.head_outputs(n_classes, space == G.NACHOS)
     for r in resolutions:

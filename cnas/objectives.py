@@ -248,11 +248,17 @@ class ObjectiveSet:
 
     def with_latency_table(self, path: str | None, space=None) -> "ObjectiveSet":
         """Attach the latency table ``path`` (``--latency_table``; None: none). Refused in one line when an
-        objective or a constraint of the set needs a table and none is given, or when the table lacks an entry
-        that an arch of ``space`` (a search space, at its resolutions) needs."""
+        objective or a constraint of the set needs a table and none is given, when ``space`` has no latency
+        tables (resnet50), or when the table lacks an entry that an arch of ``space`` (a search space, at its
+        resolutions) needs."""
         from cnas.latency_table import load_table
 
         needing = [n for n in dict.fromkeys([*self.names, *self.constraint_targets]) if OBJECTIVES[n].uses_table]
+        if space is not None and not space.latency_tables and (needing or path is not None):
+            what = f"the objective {needing[0]}" if needing and needing[0] in self.names else "--latency_table"
+            raise ConfigError(f"{what} reads a latency table, and latency tables time the operations of the "
+                              f"MobileNetV3 spaces; the {space.name} space has none (choose --sec_obj macs, params "
+                              "or activations, and drop --latency_table / --lmax)")
         if path is None:
             if needing:
                 flag = next((f"--{c.flag}" for c in self.constraints if c.objective in needing), None)

@@ -70,7 +70,7 @@ from cnas.fileio import FolderLock, atomic_write_bytes, atomic_write_json, atomi
 from cnas.latency_table import FULL_CALLS
 from cnas.objectives import OBJECTIVES, ObjectiveSet, parse_objectives
 from cnas.problems import non_dominated
-from cnas.spaces import EDANAS, NACHOS, PLAIN, exit_mask, get_space, space_of
+from cnas.spaces import EDANAS, NACHOS, PLAIN, RESNET50, exit_mask, get_space, space_of
 from cnas.spaces.geometry import MAX_RESOLUTION
 
 TRADE_OFF = "trade-off"
@@ -123,7 +123,7 @@ def _objective_set(config: dict | None, archs: list[dict], first_obj: str | None
             ev.n_classes = n_classes
     else:  # a run of the original system: defaults top1 / macs, n_classes from the flag
         spaces = {space_of(a) for a in archs}  # an early-exit space when any arch has exit genes
-        space = next((s for s in (EDANAS, NACHOS) if s in spaces), PLAIN)
+        space = next((s for s in (EDANAS, NACHOS, RESNET50) if s in spaces), PLAIN)
         cfg = SearchConfig(search_space=space, lr=resolution, ur=resolution, sec_obj="macs")
         ev = EvalSettings(n_classes=n_classes or 10)
     if first_obj is not None:
@@ -489,7 +489,8 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> i
 
         def supernet():
             if "net" not in cache:
-                cache["net"] = load_supernet(args.supernet_path, run.n_classes, width_mult=run.oset.width_mult)
+                cache["net"] = load_supernet(args.supernet_path, run.n_classes, width_mult=run.oset.width_mult,
+                                             space=run.search_space)
             return cache["net"]
 
         if any(not _has_ckpt(run, cand[i]) for i in picks):

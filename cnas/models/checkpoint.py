@@ -1,11 +1,15 @@
-"""Loading OFA MobileNetV3 supernet weights: official OFA checkpoints and cnas's own supernet files.
+"""Loading OFA supernet weights (MobileNetV3, and ResNet-50 for the ``resnet50`` space): official OFA checkpoints
+and cnas's own supernet files.
 
 Files read (see ``supernets/README.md``):
 
 * official OFA checkpoints ``ofa_mbv3_d234_e346_k357_w1.0`` / ``..._w1.2`` (ImageNet, 1000 classes), either
   ``{"state_dict": {...}}`` or a bare state dict, with the current ``.conv.`` key layout or the older
   ``.mobile_inverted_conv.`` one (a ``module.`` prefix from DataParallel is dropped too);
-* cnas supernet files written by :func:`save_supernet`: ``{"state_dict": {...}, "meta": {...}}``.
+* cnas supernet files written by :func:`save_supernet`: ``{"state_dict": {...}, "meta": {...}}``;
+* for ``space="resnet50"``: a checkpoint of OFA's ResNet-50 supernet (``OFAResNets`` with d 0,1,2, e 0.2,0.25,0.35,
+  w 0.65,0.8,1.0, e.g. ``ofa_resnet50``) in the same layouts, ``{"state_dict": ...}`` of the dynamic network's keys
+  (``input_stem.0.conv.conv.weight``, ``blocks.0.conv1.conv.conv.weight``, ``classifier.linear.linear.weight``).
 
 Everything is read with ``torch.load(path, map_location="cpu", weights_only=True)``: no code in a checkpoint runs.
 Nothing is ever downloaded.
@@ -30,19 +34,34 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
 
 from cnas.errors import ArchError, CheckpointError, ConfigError
 from cnas.fileio import atomic_torch_save, load_torch_file
 from cnas.models.early_exit import build_network
 from cnas.models.ofa_net import build_supernet
+from cnas.models.ofa_resnet import is_resnet_supernet, supernet_classes
 from cnas.spaces import DEPTHS, EXPANSIONS, KERNELS, space_for_arch
-from cnas.spaces.geometry import BASE_STAGE_WIDTH, MAX_RESOLUTION, WIDTH_MULTS, make_divisible
+from cnas.spaces import resnet_geometry as R
+from cnas.spaces.geometry import (
+    BASE_STAGE_WIDTH,
+    MAX_RESOLUTION,
+    PLAIN,
+    RESNET50,
+    WIDTH_MULTS,
+    make_divisible,
+)
 
 HEAD_MODES = ("reinit", "slice")
 FORMAT = "cnas-supernet"
 FORMAT_VERSION = 1
 _CLS_W, _CLS_B = "classifier.linear.weight", "classifier.linear.bias"
+_RESNET_CLS = ("classifier.linear.linear.weight", "classifier.linear.linear.bias")
+#: what a supernet of each family is called in messages, and the choices its cnas file records
+_FAMILY = {PLAIN: "OFA MobileNetV3", RESNET50: "OFA ResNet-50"}
+_FAMILY_NAME = {PLAIN: "OFA MobileNetV3 d234/e346/k357", RESNET50: "OFA ResNet-50 d012/e0.2,0.25,0.35/w0.65,0.8,1.0"}
+_CHOICES = {PLAIN: {"ks_list": list(KERNELS), "expand_ratio_list": list(EXPANSIONS), "depth_list": list(DEPTHS)},
+            RESNET50: {"depth_list": list(R.DEPTHS), "expand_ratio_list": list(R.EXPANSIONS),
+                       "width_mult_list": list(R.WIDTH_MULTS)}}
 # Alternative spellings between ofa's dynamic and static layer layouts (the renames of ofa's own load_state_dict).
 _ALIASES = (
     (".bn.bn.", ".bn."),
@@ -103,6 +122,20 @@ def _find(sd: dict[str, torch.Tensor], suffix: str) -> torch.Tensor | None:
     return None
 
 
+def _family(space: str | None) -> str:
+    """The supernet family of a search space name (the three MobileNetV3 spaces share one supernet)."""
+    return RESNET50 if space == RESNET50 else PLAIN
+
+
+def file_family(sd: dict[str, torch.Tensor]) -> str | None:
+    """``"resnet50"`` or ``"mobilenetv3"`` by the keys of a supernet state dict (None: neither)."""
+    if _find(sd, "first_conv.conv.weight") is not None and _find(sd, "final_expand_layer.conv.weight") is not None:
+        return PLAIN
+    if any("input_stem.0." in k for k in sd) and any(".conv1." in k for k in sd):
+        return RESNET50
+    return None
+
+
 def _shapes_fit_width(sd: dict[str, torch.Tensor], width: float) -> bool:
     stem = _find(sd, "first_conv.conv.weight")
     expand = _find(sd, "final_expand_layer.conv.weight")
@@ -146,8 +179,10 @@ def load_supernet(
     width_mult: float | None = None,
     head: str = "reinit",
     return_meta: bool = False,
-) -> OFAMobileNetV3 | tuple[OFAMobileNetV3, dict]:
-    """An OFA MobileNetV3 supernet (d234, e346, k357, dropout 0) with the weights of ``path``.
+    space: str = PLAIN,
+) -> nn.Module | tuple[nn.Module, dict]:
+    """An OFA MobileNetV3 supernet (d234, e346, k357, dropout 0) with the weights of ``path``; with
+    ``space="resnet50"`` an OFA ResNet-50 supernet (``OFAResNets``).
 
     Args:
         path: an official OFA checkpoint or a cnas supernet file (see the module docstring).
@@ -160,6 +195,8 @@ def load_supernet(
             the original does (needs ``n_classes`` <= the checkpoint's classes). With equal counts the
             classifier is always loaded.
         return_meta: also return the file's ``meta`` dict (``{}`` for official OFA checkpoints).
+        space: the search space whose supernet the file must hold (the MobileNetV3 spaces share one;
+            ``resnet50``: a ResNet-50 supernet, whose widths are its own, so ``width_mult`` stays None or 1.0).
 
     Raises:
         CheckpointError: missing, unreadable or incompatible file (unknown keys, missing keys, wrong shapes);
@@ -171,29 +208,44 @@ def load_supernet(
         raise ConfigError(f"n_classes must be a positive integer, got {n_classes!r}")
     path = Path(path)
     sd, meta = read_checkpoint(path)
-    width = float(width_mult) if width_mult is not None else infer_width(path, sd, meta)
-    net = build_supernet(n_classes, width_mult=width)
+    family = _family(space)
+    found = file_family(sd)
+    if found is not None and found != family:
+        raise _fail(path, f"holds an {_FAMILY[found]} supernet, not the {space} space's ({_FAMILY[family]}); "
+                          "give a supernet of that space")
+    if family == RESNET50:
+        if width_mult not in (None, 1.0):
+            raise ConfigError(f"width_mult {width_mult} is a MobileNetV3 supernet width; the ResNet-50 supernet's "
+                              "widths are its w genes")
+        width, where = 1.0, ""
+        net = build_supernet(n_classes, space=RESNET50)
+        cls_w, cls_b = _RESNET_CLS
+    else:
+        width = float(width_mult) if width_mult is not None else infer_width(path, sd, meta)
+        where = f" for width {width}"
+        net = build_supernet(n_classes, width_mult=width)
+        cls_w, cls_b = _CLS_W, _CLS_B
     own = net.state_dict()
     sd, unexpected = _normalise(sd, set(own))
     if unexpected:
-        raise _fail(path, f"{len(unexpected)} keys unknown to the OFA MobileNetV3 d234/e346/k357 supernet, "
+        raise _fail(path, f"{len(unexpected)} keys unknown to the {_FAMILY_NAME[family]} supernet, "
                           f"e.g. {unexpected[0]!r}")
     missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
     if missing:
         raise _fail(path, f"{len(missing)} supernet keys are missing, e.g. {missing[0]!r}")
-    if _CLS_W in sd and _CLS_B in sd and sd[_CLS_W].ndim == 2:
-        ckpt_classes = sd[_CLS_W].shape[0]
+    if cls_w in sd and cls_b in sd and sd[cls_w].ndim == 2:
+        ckpt_classes = sd[cls_w].shape[0]
         if ckpt_classes != n_classes:
             if head == "slice":
                 if n_classes > ckpt_classes:
                     raise _fail(path, f"head='slice' needs n_classes <= its {ckpt_classes} classes, got {n_classes}")
-                sd[_CLS_W], sd[_CLS_B] = sd[_CLS_W][:n_classes], sd[_CLS_B][:n_classes]
+                sd[cls_w], sd[cls_b] = sd[cls_w][:n_classes], sd[cls_b][:n_classes]
             else:
-                del sd[_CLS_W], sd[_CLS_B]
+                del sd[cls_w], sd[cls_b]
     wrong = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in sd.items() if v.shape != own[k].shape]
     if wrong:
         k, got, want = wrong[0]
-        raise _fail(path, f"{len(wrong)} tensors have the wrong shape for width {width}, e.g. {k!r} is {list(got)}, "
+        raise _fail(path, f"{len(wrong)} tensors have the wrong shape{where}, e.g. {k!r} is {list(got)}, "
                           f"expected {list(want)}")
     full = {k: sd.get(k, v) for k, v in own.items()}
     nn.Module.load_state_dict(net, full, strict=True)  # keys and shapes already checked; bypass ofa's renaming
@@ -208,14 +260,16 @@ SEARCH_WIDTH_HINT = "; pass --width_mult {found:.1f} to use it (counts and netwo
 
 def check_supernet_file(path: str | os.PathLike, n_classes: int, flag: str = "--supernet_path",
                         width_mult: float | None = 1.0, same_classes: bool = True,
-                        width_hint: str = SEARCH_WIDTH_HINT) -> dict:
+                        width_hint: str = SEARCH_WIDTH_HINT, space: str | None = PLAIN) -> dict:
     """Open the supernet file ``path`` as :func:`load_supernet` would and refuse, with one line naming ``flag``,
     what does not fit: a missing path, a folder, an empty, truncated or unreadable file, a file that is no
     MobileNetV3 d234/e346/k357 supernet (keys, shapes), one of another width than ``width_mult`` (None: any
     official width), a cnas supernet of another search space (its recorded kernel, expansion and depth choices)
     or, with ``same_classes``, a cnas supernet trained for another class count than ``n_classes`` (an official
-    1000-class ImageNet head is always replaced); ``width_hint`` ends the message about another width. Nothing
-    is kept and torch's random state is left as it was.
+    1000-class ImageNet head is always replaced); ``width_hint`` ends the message about another width.
+    ``space``: the search space whose supernet it must be (``resnet50``: OFA's ResNet-50 supernet, refused for the
+    MobileNetV3 ones and the other way round; None: the family its keys show). Nothing is kept and torch's random
+    state is left as it was.
     Returns the file's ``meta`` (``{}`` for an official checkpoint)."""
     p = Path(path)
     if not p.exists():
@@ -228,11 +282,24 @@ def check_supernet_file(path: str | os.PathLike, n_classes: int, flag: str = "--
     sd, meta = read_checkpoint(p)
     if meta and meta.get("format") not in (None, FORMAT):
         raise CheckpointError(f"{flag} {p} holds a {meta.get('format')!r} file, not a supernet")
-    choices = {"ks_list": list(KERNELS), "expand_ratio_list": list(EXPANSIONS), "depth_list": list(DEPTHS)}
-    for key, want in choices.items():
+    found = file_family(sd)
+    family = _family(space) if space is not None else (found or PLAIN)
+    if found is not None and found != family:
+        want = "--search_space resnet50" if found == RESNET50 else "a MobileNetV3 --search_space"
+        raise CheckpointError(f"{flag} {p} is an {_FAMILY[found]} supernet, not one of the {space} space; give "
+                              f"that space's supernet, or search it with {want}")
+    for key, want in _CHOICES[family].items():
         if key in meta and list(meta[key] or []) != want:
             raise CheckpointError(f"{flag} {p} is a supernet of another space ({key} {meta[key]}, cnas's spaces "
                                   f"use {want}); train one with python -m cnas.supernet")
+    if family == RESNET50:
+        if found is None:
+            raise CheckpointError(f"{flag} {p} holds no OFA ResNet-50 supernet weights (no input_stem or blocks); "
+                                  "give a checkpoint of OFA's ResNet-50 supernet")
+        _check_classes(p, flag, meta, n_classes, same_classes)
+        with torch.random.fork_rng(devices=[]):
+            load_supernet(p, n_classes, space=RESNET50)  # every key and shape against the network
+        return meta
     if _find(sd, "first_conv.conv.weight") is None or _find(sd, "final_expand_layer.conv.weight") is None:
         raise CheckpointError(f"{flag} {p} holds no MobileNetV3 supernet weights (no first_conv or "
                               "final_expand_layer); give a cnas.supernet checkpoint or the official OFA weights")
@@ -240,31 +307,34 @@ def check_supernet_file(path: str | os.PathLike, n_classes: int, flag: str = "--
     if width_mult is not None and width != float(width_mult):
         raise CheckpointError(f"{flag} {p} is a width-{width:.1f} supernet, not width {float(width_mult):.1f}"
                               f"{width_hint.format(found=width)}")
-    classes = meta.get("n_classes")
-    if same_classes and meta and classes is not None and classes != n_classes:
-        raise CheckpointError(f"{flag} {p} was trained for {classes} classes but the data has {n_classes}; "
-                              "train a supernet on this data (python -m cnas.supernet)")
+    _check_classes(p, flag, meta, n_classes, same_classes)
     with torch.random.fork_rng(devices=[]):
         load_supernet(p, n_classes, width_mult=width)  # every key and shape against the network
     return meta
 
 
-def save_supernet(path: str | os.PathLike, supernet: OFAMobileNetV3, meta: dict | None = None) -> Path:
+def _check_classes(p: Path, flag: str, meta: dict, n_classes: int, same_classes: bool) -> None:
+    classes = meta.get("n_classes")
+    if same_classes and meta and classes is not None and classes != n_classes:
+        raise CheckpointError(f"{flag} {p} was trained for {classes} classes but the data has {n_classes}; "
+                              "train a supernet on this data (python -m cnas.supernet)")
+
+
+def save_supernet(path: str | os.PathLike, supernet: nn.Module, meta: dict | None = None) -> Path:
     """Write ``supernet`` atomically in cnas's format ``{"state_dict": ..., "meta": {...}}``.
 
     ``meta`` (plain JSON-like values only, so that ``weights_only=True`` reads it back) is stored together with
-    ``format``, ``version``, ``width_mult``, ``n_classes``, ``ks_list``, ``expand_ratio_list`` and ``depth_list``.
-    :func:`load_supernet` with ``return_meta=True`` returns it.
+    ``format``, ``version``, ``n_classes``, the supernet's choices (``ks_list``, ``expand_ratio_list`` and
+    ``depth_list``; a ResNet-50 supernet: ``depth_list``, ``expand_ratio_list``, ``width_mult_list``) and, for a
+    MobileNetV3 supernet, ``width_mult``. :func:`load_supernet` with ``return_meta=True`` returns it.
     """
-    info = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "width_mult": float(supernet.width_mult),
-        "n_classes": int(supernet.classifier.linear.out_features),
-        "ks_list": list(KERNELS),
-        "expand_ratio_list": list(EXPANSIONS),
-        "depth_list": list(DEPTHS),
-    }
+    family = RESNET50 if is_resnet_supernet(supernet) else PLAIN
+    info = {"format": FORMAT, "version": FORMAT_VERSION, "n_classes": supernet_classes(supernet)}
+    if family == PLAIN:
+        info["width_mult"] = float(supernet.width_mult)
+    else:
+        info["search_space"] = RESNET50
+    info.update(_CHOICES[family])
     info.update(meta or {})
     state = {k: v.detach().cpu() for k, v in supernet.state_dict().items()}
     return atomic_torch_save(path, {"state_dict": state, "meta": info})

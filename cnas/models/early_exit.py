@@ -110,7 +110,7 @@ def cumulative_confidence_exits(conf_list: Sequence[torch.Tensor], eps: Sequence
 
 # ---------------------------------------------------------------- arch helpers
 def validate_arch(arch: dict) -> dict:
-    """Canonical form of an arch of any of the three MobileNetV3 spaces, keeping its ``r`` if it has one."""
+    """Canonical form of an arch of any space (its keys tell which), keeping its ``r`` if it has one."""
     if not isinstance(arch, dict):
         raise ArchError(f"an architecture must be a JSON object with ks, e, d; got {type(arch).__name__}")
     out = get_space(geometry.space_of(arch), 224, 224).validate({k: v for k, v in arch.items() if k != "r"})
@@ -316,15 +316,15 @@ def build_network(arch: dict, n_classes: int, supernet: nn.Module | None = None,
 
     Weights come from ``supernet`` (stage-aware extraction) when given, else from a fresh randomly initialised
     supernet of ``width_mult`` (seed torch for reproducibility). ``resolution`` (default ``arch['r']``) is
-    needed for early-exit nets only.
+    needed for early-exit nets only. A resnet50 arch gets its static ResNet (from an OFA ResNet-50 supernet).
     """
     arch = validate_arch(arch)
     if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1:
         raise ConfigError(f"n_classes must be a positive integer, got {n_classes!r}")
     if supernet is None:
-        supernet = build_supernet(n_classes, width_mult=width_mult)
+        supernet = build_supernet(n_classes, width_mult=width_mult, space=geometry.space_of(arch))
     else:
-        have = supernet.classifier.linear.out_features
+        have = supernet.classifier.out_features
         if have != n_classes:
             raise ConfigError(f"the supernet has a {have}-class classifier but n_classes = {n_classes}: "
                               f"load it with load_supernet(path, n_classes={n_classes})")

@@ -1,5 +1,6 @@
 """The OFA MobileNetV3 supernet (built with the ``ofa`` package), stage-aware subnet extraction and BN
-recalibration.
+recalibration; :func:`build_supernet` and :func:`get_subnet` also serve the ResNet-50 space
+(:mod:`cnas.models.ofa_resnet`).
 
 A static subnet returned by :func:`get_subnet` is ofa's ``MobileNetV3``: ``first_conv``, ``blocks`` (``blocks[0]``
 is the fixed first block, then the ``d[i]`` blocks of each stage in order), ``final_expand_layer``,
@@ -16,7 +17,12 @@ import torch.nn as nn
 from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
 from ofa.imagenet_classification.elastic_nn.utils import set_running_statistics
 
-from cnas.errors import DataError
+from cnas.errors import ArchError, DataError
+from cnas.models.ofa_resnet import (
+    build_resnet_supernet,
+    get_resnet_subnet,
+    is_resnet_supernet,
+)
 from cnas.spaces import geometry
 from cnas.spaces.geometry import BASE_STAGE_WIDTH, DEPTHS, EXPANSIONS, KERNELS, N_STAGES  # noqa: F401 (re-export)
 
@@ -24,11 +30,15 @@ from cnas.spaces.geometry import BASE_STAGE_WIDTH, DEPTHS, EXPANSIONS, KERNELS, 
 WIDTHS = geometry.WIDTH_MULTS
 
 
-def build_supernet(n_classes: int, width_mult: float = 1.0, dropout_rate: float = 0.0) -> OFAMobileNetV3:
-    """An untrained OFA MobileNetV3 supernet (d234, e346, k357) with an ``n_classes``-way classifier.
+def build_supernet(n_classes: int, width_mult: float = 1.0, dropout_rate: float = 0.0,
+                   space: str = geometry.PLAIN) -> nn.Module:
+    """An untrained OFA MobileNetV3 supernet (d234, e346, k357) with an ``n_classes``-way classifier; for
+    ``space="resnet50"`` OFA's ResNet-50 supernet (:func:`cnas.models.ofa_resnet.build_resnet_supernet`, width 1.0).
 
     Weights get torch's default initialisation: seed torch (``torch.manual_seed``) for reproducible nets.
     """
+    if space == geometry.RESNET50:
+        return build_resnet_supernet(n_classes, dropout_rate=dropout_rate)
     return OFAMobileNetV3(
         n_classes=n_classes,
         dropout_rate=dropout_rate,
@@ -65,12 +75,20 @@ def set_active_arch(supernet: OFAMobileNetV3, arch: dict) -> None:
     supernet.set_active_subnet(**geometry.supernet_setting(arch))
 
 
-def get_subnet(supernet: OFAMobileNetV3, arch: dict, preserve_weight: bool = True) -> nn.Module:
-    """A static MobileNetV3 for ``arch`` with weights inherited from ``supernet``.
+def get_subnet(supernet: nn.Module, arch: dict, preserve_weight: bool = True) -> nn.Module:
+    """A static MobileNetV3 for ``arch`` with weights inherited from ``supernet`` (a static ResNet for a resnet50
+    arch and an OFA ResNet-50 supernet).
 
     The supernet's weights are not modified (its active sub-network becomes ``arch``); the subnet owns copies.
     Its eval output equals the supernet's output with ``arch`` active.
     """
+    resnet_arch = geometry.space_of(arch) == geometry.RESNET50
+    if resnet_arch != is_resnet_supernet(supernet):
+        kind = "a ResNet-50" if is_resnet_supernet(supernet) else "a MobileNetV3"
+        raise ArchError(f"a {geometry.space_of(arch)} arch cannot be extracted from {kind} supernet; give the "
+                        "supernet of the arch's space")
+    if resnet_arch:
+        return get_resnet_subnet(supernet, arch, preserve_weight)
     set_active_arch(supernet, arch)
     return supernet.get_active_subnet(preserve_weight=preserve_weight)
 

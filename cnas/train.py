@@ -16,11 +16,19 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cnas.cli import ArgumentParser, add_config_arg, add_dataclass_args, build_settings, given_fields, load_config_file
+from cnas.cli import (
+    ArgumentParser,
+    add_config_arg,
+    add_dataclass_args,
+    build_settings,
+    given_fields,
+    load_config_file,
+)
 from cnas.errors import ArchError, ConfigError, run_cli
-from cnas.evaluation import EvalSettings, evaluate_arch, preflight, resolve_arch
-from cnas.fileio import read_json
+from cnas.evaluation import EvalSettings, evaluate_arch, preflight_classes, resolve_arch
+from cnas.fileio import atomic_write_json, read_json
 from cnas.finetune import STATS_NAME, check_finetune, finetune, finetune_layers
+from cnas.spaces import space_for_arch
 from cnas.training.trainer import check_device_here
 
 ALIASES = {
@@ -54,6 +62,38 @@ def check_output_dir(path: Path, flag: str = "--output_path") -> None:
 def check_name(name: str) -> None:
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
         raise ConfigError(f"--name {name!r} must be a plain file name (no folder), e.g. net_0")
+
+
+def check_latency_table(arch: dict, r: int, n_classes: int, settings: EvalSettings):
+    """``--latency_table``: the table, refused in one line before any training when it lacks an operation of the
+    arch; None without one. (``--lmax``, like the other limits, bounds a search; here it is only reported.)"""
+    if settings.latency_table is None:
+        if settings.lmax is not None:
+            raise ConfigError("--lmax needs --latency_table FILE, a latency lookup table of the target device "
+                              "(build one with: python -m cnas.latency build --save FILE --lr R --ur R)")
+        return None
+    from cnas.latency_table import load_table
+
+    table = load_table(settings.latency_table)
+    space = settings.search_space or space_for_arch(arch, lr=r, ur=r).name
+    table.require(space, [r], n_classes, float(settings.width_mult))
+    return table
+
+
+def add_latency(stats: dict, arch: dict, n_classes: int, table, settings: EvalSettings, path: Path) -> dict:
+    """The table's predicted ``latency`` (ms; the final exit's path) and, for an early-exit net, ``avg_latency``
+    (the measured exit ratios times each exit's latency), added to the stats file (rewritten atomically)."""
+    w = float(settings.width_mult)
+    stats = dict(stats, latency=round(table.predict(arch, n_classes, width_mult=w), 5))
+    if stats.get("exits_ratio"):
+        stats["avg_latency"] = round(table.avg_latency(arch, stats["exits_ratio"], n_classes, width_mult=w), 5)
+    if path.parent.is_dir():
+        atomic_write_json(path, stats)
+    if settings.lmax is not None:
+        key = "avg_latency" if "avg_latency" in stats else "latency"
+        verdict = "within" if stats[key] <= settings.lmax else "over"
+        print(f"{key} {stats[key]} ms: {verdict} --lmax {settings.lmax:g}")
+    return stats
 
 
 def main_from_args(args) -> int:
@@ -93,12 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     file_cfg = load_config_file(args.config) if args.config else {}
     settings = build_settings(EvalSettings, file_cfg, given_fields(args, EvalSettings)).validate()
     check_device_here(settings.device)
-    resolve_arch(arch, settings)
-    preflight(settings)  # the data and the supernet, before anything is trained or written
+    canon, r = resolve_arch(arch, settings)
+    n_classes = preflight_classes(settings)  # the data and the supernet, before anything is trained or written
+    table = check_latency_table(canon, r, n_classes, settings)
     log = None if args.quiet else (lambda msg: print(msg, flush=True))
     stats = evaluate_arch(arch, settings, out_dir, name, log=log)
+    if table is not None:
+        stats = add_latency(stats, canon, n_classes, table, settings, out_dir / f"{name}.stats")
     keys = ["top1", "test_top1", "params", "macs", "activations", "avg_macs", "exits_ratio", "top1_robust",
-            "top1_int8", "size_int8_bytes", "mce"]
+            "top1_int8", "size_int8_bytes", "mce", "latency", "avg_latency"]
     summary = ", ".join(f"{k} {stats[k]}" for k in keys if k in stats)
     print(f"{out_dir / (name + '.stats')}: {summary}")
     return 0

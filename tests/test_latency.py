@@ -395,3 +395,29 @@ def test_onnxruntime_backend_times_an_op_and_a_network():
     assert e["count"] == 3 and e["median"] > 0
     got = measure_network(EE_ARCH, 10, backend="onnxruntime", threads=1, warmup=1, repeats=3)
     assert got["repeats"] == 3 and got["median"] > 0
+
+
+# ---------------------------------------------------------------- cnas.train
+@pytest.mark.slow
+def test_train_records_the_table_latency_and_reports_lmax(tmp_path, capsys):
+    """cnas.train with --latency_table: the table's latency (and avg_latency of an early-exit net) in the stats
+    file; --lmax is reported against it; a table without the arch's ops, or --lmax alone, is refused first."""
+    from cnas import train as train_cli
+
+    table = write_ofa_table(tmp_path / "t.yaml", "eemobilenetv3")
+    arch_file = tmp_path / "net.subnet"
+    arch_file.write_text(json.dumps(get_space("eemobilenetv3", R, R).smallest() | {"t": [1, 0.2, 1, 1], "r": R}))
+    common = ["--model_path", arch_file, "--epochs", 1, "--ee_epochs", 0, "--warmup_ee_epochs", 0, "--train_images", 48,
+              "--val_images", 48, "--bn_recal_images", 48, "--eval_test", "false", "--num_threads", 1, "--quiet"]
+    run_cli(train_cli.main, [str(a) for a in common + ["--latency_table", table, "--lmax", 1000]], prog="cnas.train")
+    out = capsys.readouterr().out
+    stats = json.loads((tmp_path / "net.stats").read_text())
+    expect = load_table(table).avg_latency(json.loads(arch_file.read_text()), stats["exits_ratio"], 10)
+    assert stats["latency"] > 0 and stats["avg_latency"] == pytest.approx(expect, abs=1e-4)
+    assert f"avg_latency {stats['avg_latency']} ms: within --lmax 1000" in out
+    (tmp_path / "net.stats").unlink()
+    short = write_ofa_table(tmp_path / "short.yaml", "mobilenetv3")  # no exit heads
+    err = one_line_error(capsys, train_cli.main, common + ["--latency_table", short], "cnas.train")
+    assert "has no entry" in err and "python -m cnas.latency build" in err and not (tmp_path / "net.stats").exists()
+    err = one_line_error(capsys, train_cli.main, common + ["--lmax", 3], "cnas.train")
+    assert "--lmax needs --latency_table FILE" in err

@@ -46,6 +46,9 @@ class SearchConfig(ExecutorSettings, ResolutionSettings):
                                                    "top1_robust); default: first_predictor")
     as_folds: int = setting(5, help="folds of adaptive switching's cross-validation (the original used 10; 5 "
                                     "halves the fit time)", check=int_at_least(2))
+    as_every: int = setting(1, help="adaptive switching runs its cross-validated choice every this many "
+                                    "iterations and, in between, refits the last choice on the whole archive "
+                                    "(1: every iteration, as the original)", check=count(1), earlier=1)
     as_criterion: str = setting("pooled", help="adaptive switching's choice: pooled (Kendall tau of all "
                                                "out-of-fold predictions together) or mean_std (the original's mean "
                                                "minus std of the per-fold taus)",

@@ -87,6 +87,17 @@ class SurrogateProposer:
 
     def __init__(self, space, objectives: ObjectiveSet, cfg: SearchConfig):
         self.space, self.oset, self.cfg = space, objectives, cfg
+        #: per objective predicted by ``as``: (the last cross-validated choice, iterations since it was made)
+        self.as_state: dict[str, tuple[str, int]] = {}
+
+    def restore(self, surrogates: dict) -> None:
+        """Take up ``as``'s last choice and its age from a resumed iteration's ``surrogates`` record, so that a
+        resumed search cross-validates in the same iterations as one that ran through."""
+        self.as_state = {}
+        for name, info in (surrogates or {}).items():
+            if isinstance(info, dict) and info.get("model") == "as" and isinstance(info.get("winner"), str):
+                age = info.get("as_age", 0)
+                self.as_state[name] = (info["winner"], int(age) if isinstance(age, int) else 0)
 
     def encode(self, archs: list[dict]) -> np.ndarray:
         if self.space.fixed_resolution:  # no resolution gene; an imported arch may carry another r
@@ -130,11 +141,21 @@ class SurrogateProposer:
             ok = np.isfinite(y)
             if ok.sum() < 2:
                 raise ConfigError(f"cannot fit a predictor for {name}: fewer than 2 evaluated archs have it")
-            params = {"n_splits": self.cfg.as_folds, "criterion": self.cfg.as_criterion} if kind == "as" else {}
-            model = get_predictor(kind, random_state=seed + i, **params).fit(X[ok], y[ok])
+            last = self.as_state.get(name) if kind == "as" else None
+            if last is not None and last[1] + 1 < self.cfg.as_every:  # refit the last choice
+                model, age = get_predictor(last[0], random_state=seed + i).fit(X[ok], y[ok]), last[1] + 1
+                winner = last[0]
+            else:
+                params = {"n_splits": self.cfg.as_folds, "criterion": self.cfg.as_criterion} if kind == "as" \
+                    else {}
+                model, age = get_predictor(kind, random_state=seed + i, **params).fit(X[ok], y[ok]), 0
+                winner = getattr(model, "winner_", kind)
             predictors[name] = model.predict
-            info[name] = {"model": kind, "name": name, "winner": getattr(model, "winner_", kind),
-                          "n_train": int(ok.sum())}
+            info[name] = {"model": kind, "name": name, "winner": winner, "n_train": int(ok.sum())}
+            if kind == "as":
+                self.as_state[name] = (winner, age)
+                if self.cfg.as_every > 1:
+                    info[name]["as_age"] = age  # 0: cross-validated in this iteration
             if hasattr(model, "fold_scores_"):
                 info[name]["fold_tau"] = {k: float(np.mean(v)) for k, v in model.fold_scores_.items()}
                 info[name]["switch_score"] = {k: float(v) for k, v in model.scores_.items()}
@@ -499,6 +520,7 @@ class Search:
             self.hv_history = list(rec.hv_history)
             if rec.alpha_norm is not None:
                 self.oset.alpha_norm = rec.alpha_norm
+            self.proposer.restore(rec.surrogates)
         else:  # a run of the original system: rebuild from its net folders
             entries, failures = self.store.import_original(iteration, self.original_arch)
             self.archive.failed += failures

@@ -124,6 +124,26 @@ def test_resume_gives_the_uninterrupted_archive(tmp_path):
     assert archive_rows(tmp_path / "full", 3) == archive_rows(tmp_path / "part", 3)
 
 
+def test_as_every_cross_validates_every_k_iterations_and_resumes_in_step(tmp_path):
+    """--as_every 3: iterations 1 and 4 cross-validate adaptive switching's choice, 2 and 3 refit it; a search
+    resumed from iteration 2 makes the same choices and archive as one that ran through."""
+    kw = {"first_predictor": "as", "as_every": 3, "as_folds": 3, "iterations": 5, "pop_size": 10, "n_gens": 3}
+    run(config(tmp_path, name="full", **kw))
+    surr = [json.loads((tmp_path / "full" / f"iter_{it}.stats").read_text())["surrogates"]["top1"]
+            for it in range(1, 6)]
+    assert [s["as_age"] for s in surr] == [0, 1, 2, 0, 1]
+    assert all(("fold_tau" in s) == (s["as_age"] == 0) for s in surr)
+    assert surr[1]["winner"] == surr[2]["winner"] == surr[0]["winner"] and surr[0]["model"] == "as"
+    run(config(tmp_path, name="part", **{**kw, "iterations": 2}))
+    run(config(tmp_path, name="part", **kw), resume=str(tmp_path / "part" / "iter_2.stats"))
+    for it in (3, 4, 5):
+        assert archive_rows(tmp_path / "full", it) == archive_rows(tmp_path / "part", it)
+    # the default cross-validates every iteration and records no age, as before the setting existed
+    run(config(tmp_path, name="every", first_predictor="as", as_folds=3, iterations=2, pop_size=10, n_gens=3))
+    rec = json.loads((tmp_path / "every" / "iter_2.stats").read_text())["surrogates"]["top1"]
+    assert "as_age" not in rec and "fold_tau" in rec
+
+
 def test_crash_mid_iteration_reuses_finished_candidates(tmp_path):
     full_s, _ = run(config(tmp_path, name="full"))
     crash = FakeExecutor(crash_after=10 + 4 + 2)  # dies after 2 of iteration 2's 4 candidates

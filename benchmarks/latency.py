@@ -14,7 +14,10 @@
    measured) and the median absolute error; then the same for MACs turned into milliseconds by the least-squares
    line ``ms = a * MACs + b`` fitted on the measured archs themselves (per resolution, and one line over all
    archs): an in-sample fit, so it favours MACs.
-4. The repeat spread: one arch (the median-MACs arch at the largest resolution) measured ``--spread_runs`` times
+4. The ceiling: with ``--remeasure 1`` (default) every arch is measured a second time, in another random order,
+   and the second measurement is scored as a predictor of the first, with the same figures: no table can predict
+   a measurement better than a measurement of the same network does.
+5. The repeat spread: one arch (the median-MACs arch at the largest resolution) measured ``--spread_runs`` times
    as in step 2: the spread of its medians is the floor that this machine's noise sets for any predictor.
 
 ``--json FILE`` also writes every figure and every arch's values. ``--quick`` (few repeats) is for checking
@@ -47,7 +50,7 @@ from cnas.spaces import get_space
 def figures(pred: np.ndarray, meas: np.ndarray) -> dict:
     rel = (pred - meas) / meas
     tau = kendalltau(pred, meas).statistic if len(pred) > 1 else float("nan")
-    return {"n": int(len(pred)), "within_10pct": float(np.mean(np.abs(rel) <= 0.10)), "kendall_tau": float(tau),
+    return {"n": len(pred), "within_10pct": float(np.mean(np.abs(rel) <= 0.10)), "kendall_tau": float(tau),
             "mean_bias_pct": float(100 * rel.mean()), "median_abs_err_pct": float(100 * np.median(np.abs(rel)))}
 
 
@@ -76,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help=f"timed inferences per arch (default {FULL[1]})")
     ap.add_argument("--warmup", type=int, default=None, help=f"untimed inferences first (default {FULL[0]})")
     ap.add_argument("--spread_runs", type=int, default=10, help="measurements of the one arch of the spread")
+    ap.add_argument("--remeasure", type=int, default=1, choices=[0, 1],
+                    help="measure every arch a second time, in another order, as the ceiling (default 1)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="few repeats everywhere (checks that the script runs)")
     ap.add_argument("--json", default=None, help="also write every figure and arch to this file")
@@ -126,6 +131,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{repeats} timed inferences each; median relative IQR within an arch's repeats "
           f"{100 * float(np.median(iqr)):.1f} %)", flush=True)
 
+    meas2 = None
+    if args.remeasure:
+        meas2 = np.zeros(len(archs))
+        t0 = time.perf_counter()
+        with torch_threads(args.threads):
+            for i in progress_bar(rng.permutation(len(archs)), desc="measuring again", unit="arch"):
+                meas2[i] = measure_network(archs[i], args.n_classes, args.backend, args.device, args.threads,
+                                           args.batch, warmup, repeats)["median"]
+        print(f"measured them again, in another order, in {time.perf_counter() - t0:.1f} s", flush=True)
+
     # 3. figures: the table, and MACs through a fitted line
     rs = np.array([a["r"] for a in archs])
     out["table"], out["table_raw"], out["macs_linear"], out["macs_fit"] = {}, {}, {}, {}
@@ -156,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     out["macs_linear"]["all"] = figures(a * macs + b, meas)
     print(line("all archs (one line)", out["macs_linear"]["all"]))
 
+    if meas2 is not None:
+        print("the ceiling: the second measurement of the same archs as a predictor of the first:")
+        out["remeasured"] = {}
+        per_resolution("remeasured", meas2)
+
     # 4. the repeat spread of one arch
     big = np.flatnonzero(rs == res[-1])
     one = int(big[np.argsort(macs[big])[len(big) // 2]])
@@ -179,8 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     print("table build time per resolution: " + ", ".join(
         f"{r}: {'-' if v is None else f'{v:.1f} s'}" for r, v in out["build_seconds"].items()))
     if args.json:
+        again = meas2 if meas2 is not None else [None] * len(archs)
         out["archs"] = [{"arch": a, "predicted_ms": float(p), "raw_sum_ms": float(q), "measured_ms": float(x),
-                         "macs": float(c)} for a, p, q, x, c in zip(archs, pred, raw, meas, macs)]
+                         "remeasured_ms": None if y is None else float(y), "macs": float(c)}
+                        for a, p, q, x, y, c in zip(archs, pred, raw, meas, again, macs)]
         atomic_write_json(args.json, out)
     return 0
 

@@ -17,7 +17,14 @@ DACE-like Kriging: ordinary least-squares trend, no nugget), adaptive switching 
 workers, and, for each ``iter_X.stats`` file given on the command line, the same figures by 5-fold
 cross-validation on its archive (target: the first objective).
 
+``--as-every K`` (K > 1) scores instead what the search's ``--as_every K`` does: on every task and size n, and on
+every archive given, adaptive switching's choice made K - 1 iterations earlier (on all but the last
+``--n-iter`` x (K - 1) archs, 5 folds as the search's default) refitted on all n, against a fresh cross-validated
+choice on all n: the held-out Kendall tau of both (on a real archive by 5-fold cross-validation), how often the
+two choices agree, and the fit time of each.
+
     python benchmarks/surrogates.py [--sizes 100 300 1000] [--tasks ...] [--predictors ...] [iter_X.stats ...]
+    python benchmarks/surrogates.py --as-every 3 [--sizes 100 340] [--seeds 0 1 2] [iter_X.stats ...]
 """
 
 from __future__ import annotations
@@ -206,6 +213,66 @@ def bench_archive(path: str, names, seed: int) -> None:
         print(fmt(Path(path).name[:12], len(X), name, r), flush=True)
 
 
+# ---------------------------------------------------------------------------------------------- --as-every
+def stale_vs_fresh(X, y, Xt, yt, lag: int, seed: int) -> dict:
+    """Held-out tau of adaptive switching's fresh choice on (X, y) and of its choice made on all but the last
+    ``lag`` rows, refitted on all of (X, y); the two fit times (the stale one: the refit alone)."""
+    fresh = get_predictor("as", random_state=seed, n_splits=5)
+    t_fresh = _time(lambda: fresh.fit(X, y))
+    old = get_predictor("as", random_state=seed, n_splits=5).fit(X[: len(X) - lag], y[: len(y) - lag])
+    refit = get_predictor(old.winner_, random_state=seed)
+    t_refit = _time(lambda: refit.fit(X, y))
+    pf, ps = fresh.predict(Xt), refit.predict(Xt)
+    return {"fresh": fresh.winner_, "stale": old.winner_, "tau_fresh": rank_quality(pf, yt).tau,
+            "tau_stale": rank_quality(ps, yt).tau, "fit_fresh": t_fresh, "fit_refit": t_refit, "pred_fresh": pf,
+            "pred_stale": ps}
+
+
+def as_every(args) -> None:
+    lag = args.n_iter * (args.as_every - 1)
+    print(f"adaptive switching's choice made {args.as_every - 1} iteration(s) of {args.n_iter} archs earlier, "
+          f"refitted, vs a fresh choice (5 folds); held-out Kendall tau; torch threads 1; load average at start "
+          f"{os.getloadavg()[0]:.1f}")
+    print(f"{'task':<12} {'n':>5} {'seed':>4} {'fresh':>6} {'stale':>6} {'tau fresh':>9} {'tau stale':>9} "
+          f"{'fit fresh s':>11} {'refit s':>8}")
+    rows = []
+
+    def show(task, n, seed, r):
+        rows.append(r)
+        print(f"{task:<12} {n:>5} {seed:>4} {r['fresh']:>6} {r['stale']:>6} {r['tau_fresh']:>9.3f} "
+              f"{r['tau_stale']:>9.3f} {r['fit_fresh']:>11.2f} {r['fit_refit']:>8.2f}", flush=True)
+
+    for task in args.tasks:
+        for n in args.sizes:
+            if n - lag < 4:
+                raise UsageError(f"--sizes {n} leaves fewer than 4 archs for the earlier choice; use larger sizes")
+            for seed in args.seeds:
+                X, y, Xt, yt = make_task(task, n, args.n_test, seed)
+                show(task, n, seed, stale_vs_fresh(X, y, Xt, yt, lag, seed))
+    from sklearn.model_selection import KFold
+
+    for path in args.stats:
+        X, y, _ = load_archive(path)
+        for seed in args.seeds:
+            pf, ps = np.zeros(len(y)), np.zeros(len(y))
+            agree, tf, tr = [], 0.0, 0.0
+            for trn, tst in KFold(5, shuffle=True, random_state=seed).split(X):
+                r = stale_vs_fresh(X[trn], y[trn], X[tst], y[tst], lag, seed)
+                pf[tst], ps[tst] = r["pred_fresh"], r["pred_stale"]
+                agree.append(r["fresh"] == r["stale"])
+                tf, tr = tf + r["fit_fresh"] / 5, tr + r["fit_refit"] / 5
+            r = {"fresh": "-", "stale": f"{sum(agree)}/5=", "tau_fresh": rank_quality(pf, y).tau,
+                 "tau_stale": rank_quality(ps, y).tau, "fit_fresh": tf, "fit_refit": tr, "agree_folds": sum(agree)}
+            show(Path(path).parent.name[:12] or "archive", len(X), seed, r)
+    synth = [r for r in rows if "agree_folds" not in r]
+    if synth:
+        same = sum(r["fresh"] == r["stale"] for r in synth)
+        print(f"synthetic: the same choice in {same} of {len(synth)}; mean tau fresh "
+              f"{np.mean([r['tau_fresh'] for r in synth]):.3f}, stale {np.mean([r['tau_stale'] for r in synth]):.3f}; "
+              f"mean fit {np.mean([r['fit_fresh'] for r in synth]):.2f} s fresh vs "
+              f"{np.mean([r['fit_refit'] for r in synth]):.2f} s refit")
+
+
 # ---------------------------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -217,10 +284,16 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-baseline", action="store_true", help="skip the original-like 5000-CART baseline")
     ap.add_argument("--no-as-jobs", action="store_true", help="skip the adaptive-switching n_jobs comparison")
+    ap.add_argument("--as-every", type=int, default=1, help="score the search's --as_every K instead (K > 1)")
+    ap.add_argument("--n-iter", type=int, default=8, help="archs per search iteration, for --as-every (8)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds for --as-every")
     args = ap.parse_args(argv)
     if any(n < 2 for n in args.sizes):
         raise UsageError(f"--sizes must be at least 2, got {args.sizes}")
     torch.set_num_threads(1)
+    if args.as_every > 1:
+        as_every(args)
+        return 0
     rng = np.random.default_rng(args.seed + 1)
     X40, X10k = SPACE.sample_encodings(40, rng), SPACE.sample_encodings(10_000, rng)
 

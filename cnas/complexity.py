@@ -315,8 +315,8 @@ def _width(width_mult: Any) -> float:
 def _count(arch: dict, n_classes: int, r: int, width_mult: float) -> dict:
     if G.space_of(arch) == G.RESNET50:
         if width_mult != 1.0:
-            raise ConfigError(f"width multiplier {width_mult:g} is a MobileNetV3 supernet width; a resnet50 arch's "
-                              "widths are its own w genes (count it at width_mult 1.0)")
+            raise ConfigError(f"--width_mult {width_mult:g} is a MobileNetV3 supernet width; a resnet50 arch's "
+                              "widths are its own w genes (drop --width_mult)")
         return _resnet_count(arch, n_classes, r)
     if not G.has_exit_genes(arch):
         stem, stages, tail, _ = _stage_costs(arch, r, width_mult)

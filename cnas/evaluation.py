@@ -32,7 +32,12 @@ from cnas.data import load_data, loader_labels, stratified_split, subset_loader
 from cnas.errors import ArchError, ConfigError
 from cnas.fileio import atomic_write_bytes, atomic_write_json
 from cnas.models import EENetwork, build_network, get_subnet, load_supernet, recalibrate_bn
-from cnas.models.checkpoint import check_supernet_file, load_net_checkpoint, save_net_checkpoint
+from cnas.models.checkpoint import (
+    check_supernet_family,
+    check_supernet_file,
+    load_net_checkpoint,
+    save_net_checkpoint,
+)
 from cnas.models.ofa_net import build_supernet
 from cnas.models.polynomial import substitute_activation
 from cnas.settings import (
@@ -575,11 +580,14 @@ def run_pipeline(arch: dict, settings: EvalSettings, init: Init | None = None, o
     t0 = time.perf_counter()
     outputs = outputs if outputs is not None else Outputs()
     run = setup(arch, settings, device)
+    init = init if init is not None else Init.for_settings(settings)
+    if init.kind == "supernet":  # a supernet of another space is refused before anything is written
+        check_supernet_family(init.path, space_of(run.arch))
     out_path = Path(outputs.dir) if outputs.dir is not None else None
     if out_path is not None and outputs.subnet and not (out_path / f"{outputs.name}.subnet").exists():
         atomic_write_json(out_path / f"{outputs.name}.subnet", run.arch, indent=None)
     load_run_data(run)
-    initialise(run, init if init is not None else Init.for_settings(settings))
+    initialise(run, init)
     if log is not None:
         cfg = settings.train_config()
         log(f"training from {run.init.describe()}: {run.loaders.describe()}; {cfg.epochs} epochs {cfg.optim} "

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import re
 from pathlib import Path
 
@@ -134,6 +135,23 @@ def file_family(sd: dict[str, torch.Tensor]) -> str | None:
     if any("input_stem.0." in k for k in sd) and any(".conv1." in k for k in sd):
         return RESNET50
     return None
+
+
+def check_supernet_family(path: str | os.PathLike, space: str) -> None:
+    """Refuse, in one line, a supernet file whose keys show the other family than ``space``'s (MobileNetV3 or
+    ResNet-50). Reads only the keys (memory-mapped), so it costs milliseconds; a file it cannot read this way is
+    left to :func:`load_supernet`."""
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError):  # load_supernet words the problem
+        return
+    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    found = file_family(sd) if isinstance(sd, dict) else None
+    family = _family(space)
+    if found is not None and found != family:
+        raise _fail(path, f"holds an {_FAMILY[found]} supernet, not the {space} space's ({_FAMILY[family]}); "
+                          "give a supernet of that space")
 
 
 def _shapes_fit_width(sd: dict[str, torch.Tensor], width: float) -> bool:

@@ -17,7 +17,15 @@ from cnas.config import SearchConfig
 from cnas.engine import Search
 from cnas.errors import ConfigError, run_cli
 from cnas.evaluation import EvalSettings
-from cnas.latency_table import (BLOCK, HEAD, LatencyTable, arch_path, load_table, parse_key, space_ops)
+from cnas.latency_table import (
+    BLOCK,
+    HEAD,
+    LatencyTable,
+    arch_path,
+    load_table,
+    parse_key,
+    space_ops,
+)
 from cnas.objectives import ObjectiveSet
 from cnas.spaces import get_space, space_of
 

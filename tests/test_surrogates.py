@@ -444,3 +444,27 @@ def test_gap_scores_of_a_population_are_the_row_by_row_ones():
         want = [np.std(np.diff(np.sort(np.concatenate([front, f2_cand[r]])))) if len(front) + r.sum() > 1 else 0.0
                 for r in X]
         np.testing.assert_array_equal(_gap_std(X, f2_cand, front), want)
+
+
+def test_gap_subset_is_the_exact_minimum_over_all_subsets():
+    import itertools
+
+    from cnas.problems import _gap_std, _gap_subset
+
+    rng = np.random.default_rng(3)
+    for _ in range(60):
+        n = int(rng.integers(2, 10))
+        k = int(rng.integers(1, n))
+        f2_cand = np.round(rng.normal(size=n), int(rng.integers(1, 3)))  # rounding makes ties
+        front = np.round(rng.normal(size=int(rng.integers(0, 5))), 1)
+        picked = _gap_subset(f2_cand, front, k)
+        assert len(set(picked.tolist())) == k and picked.min() >= 0 and picked.max() < n
+
+        def score(sub):
+            row = np.zeros((1, n), dtype=bool)
+            row[0, list(sub)] = True
+            return _gap_std(row, f2_cand, front)[0]
+
+        best = min(score(s) for s in itertools.combinations(range(n), k))
+        assert score(picked) == pytest.approx(best, abs=1e-12)
+        assert np.array_equal(picked, _gap_subset(f2_cand, front, k))  # deterministic

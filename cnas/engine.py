@@ -26,6 +26,7 @@ original took the first of an unsorted population); early stopping compares with
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -48,6 +49,7 @@ from cnas.plots import plot_iteration
 from cnas.problems import CanonicalRepair, SameArch, SurrogateProblem, hypervolume, non_dominated, select_subset
 from cnas.spaces import get_space
 from cnas.surrogates import get_predictor, rank_quality
+from cnas.surrogates.adaptive import start_workers
 
 
 def _seed(rng: np.random.Generator) -> int:
@@ -89,6 +91,20 @@ class SurrogateProposer:
         self.space, self.oset, self.cfg = space, objectives, cfg
         #: per objective predicted by ``as``: (the last cross-validated choice, iterations since it was made)
         self.as_state: dict[str, tuple[str, int]] = {}
+        self._workers: threading.Thread | None = None
+
+    def prepare(self) -> None:
+        """Start adaptive switching's fold workers in the background (seconds, once per process), so that they are
+        ready when the first iteration fits; :meth:`fit` waits for them."""
+        kinds = {self.cfg.first_predictor, self.cfg.sec_predictor or self.cfg.first_predictor}
+        if "as" in kinds and self._workers is None:
+            def start():
+                try:
+                    start_workers()
+                except Exception:  # noqa: BLE001 - the fit starts them itself and reports what fails
+                    pass
+            self._workers = threading.Thread(target=start, name="cnas-as-workers", daemon=True)
+            self._workers.start()
 
     def restore(self, surrogates: dict) -> None:
         """Take up ``as``'s last choice and its age from a resumed iteration's ``surrogates`` record, so that a
@@ -131,6 +147,8 @@ class SurrogateProposer:
                     proposal.info[name]["phi"] = proposal.phi
 
     def fit(self, entries: list[arc.Entry], seed: int) -> tuple[dict[str, Callable], dict]:
+        if self._workers is not None:
+            self._workers.join()
         X = self.encode([e.arch for e in entries])
         vals = self.oset.values(entries)
         predictors, info = {}, {}
@@ -408,6 +426,7 @@ class Search:
         return rec
 
     def _run(self, where: arc.RunPath | None) -> arc.Archive:
+        self.proposer.prepare()
         if where is not None:
             self.store.clean()  # what a kill left: temporary files of atomic writes (plots included)
             start = self.resume(where)

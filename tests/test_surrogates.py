@@ -308,8 +308,19 @@ def test_adaptive_switching_does_not_depend_on_workers():
     np.testing.assert_array_equal(a.predict(X[:5]), b.predict(X[:5]))
 
 
+def test_adaptive_switching_fold_workers_are_processes():
+    import os
+
+    from cnas.surrogates.adaptive import start_workers
+
+    pids = start_workers(2)
+    assert pids and os.getpid() not in pids
+    assert start_workers(1) == []
+
+
 def test_adaptive_switching_workers_leave_thread_settings_alone():
-    """Fold workers in threads: the process-wide torch and BLAS thread counts are what they were before."""
+    """After the fold workers (and the winner's refit in this process): the torch and BLAS thread counts are what
+    they were before."""
     from threadpoolctl import threadpool_info
 
     X, y = data(40)

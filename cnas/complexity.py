@@ -371,9 +371,16 @@ def count_many(archs: Iterable[dict], n_classes: int = 10, resolution: int | Non
     return out
 
 
-def tiny_ml(params, macs, activations, pmax: float = 2, mmax: float = 1e10, amax: float = 5,
-            wp: float = 1, wm: float = 1 / 40, wa: float = 1, penalty: float = 1e10):
-    """The original's TinyML objective (all inputs in millions; scalars or arrays)::
+#: tiny_ml's limits and weights where none are given: the original's (2 M params, no MACs limit, 5 M activations)
+TINY_ML_DEFAULTS = {"pmax": 2.0, "mmax": 1e10, "amax": 5.0, "wp": 1.0, "wm": 1 / 40, "wa": 1.0, "penalty": 1e10}
+
+
+def tiny_ml(params, macs, activations, pmax: float = TINY_ML_DEFAULTS["pmax"], mmax: float = TINY_ML_DEFAULTS["mmax"],
+            amax: float = TINY_ML_DEFAULTS["amax"], wp: float = TINY_ML_DEFAULTS["wp"],
+            wm: float = TINY_ML_DEFAULTS["wm"], wa: float = TINY_ML_DEFAULTS["wa"],
+            penalty: float = TINY_ML_DEFAULTS["penalty"]):
+    """The original's TinyML objective (all inputs in millions; scalars or arrays; defaults
+    :data:`TINY_ML_DEFAULTS`)::
 
         wp·(P + penalty·max(0, P − pmax)) + wm·(M + penalty·max(0, M − mmax)) + wa·(A + penalty·max(0, A − amax))
     """

@@ -126,10 +126,9 @@ class EvalSettings(DeviceSettings, ExitSettings, OodSettings, QuantizationSettin
         return self
 
     def tiny_ml_kwargs(self) -> dict:
-        """tiny_ml's limits: the given ones, else the original's defaults (2 M params, no MACs limit, 5 M acts)."""
-        return dict(pmax=2.0 if self.pmax is None else self.pmax, mmax=1e10 if self.mmax is None else self.mmax,
-                    amax=5.0 if self.amax is None else self.amax, wp=self.wp, wm=self.wm, wa=self.wa,
-                    penalty=self.penalty)
+        """tiny_ml's limits and weights: the given ones, else :data:`cnas.complexity.TINY_ML_DEFAULTS`."""
+        given = {k: getattr(self, k) for k in complexity.TINY_ML_DEFAULTS}
+        return {k: complexity.TINY_ML_DEFAULTS[k] if v is None else v for k, v in given.items()}
 
     def train_config(self) -> TrainConfig:
         names = {f.name for f in fields(TrainConfig)}

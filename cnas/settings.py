@@ -32,6 +32,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from cnas.complexity import TINY_ML_DEFAULTS
 from cnas.errors import ConfigError
 from cnas.spaces.geometry import WIDTH_MULTS
 
@@ -353,16 +354,19 @@ class RobustnessSettings(Settings):
 class ConstraintSettings(Settings):
     title = "constraints and tiny_ml"
 
-    pmax: float | None = setting(None, help="parameter limit in millions (default: none; tiny_ml then uses 2)",
+    pmax: float | None = setting(None, help="parameter limit in millions (default: none; tiny_ml then uses "
+                                            f"{TINY_ML_DEFAULTS['pmax']:g})",
                                  check=POSITIVE)
     mmax: float | None = setting(None, help="MACs budget in millions (tiny_ml and early-exit avg_macs; default: "
                                             "none)", check=POSITIVE)
-    amax: float | None = setting(None, help="activation limit in millions (default: none; tiny_ml then uses 5)",
+    amax: float | None = setting(None, help="activation limit in millions (default: none; tiny_ml then uses "
+                                            f"{TINY_ML_DEFAULTS['amax']:g})",
                                  check=POSITIVE)
-    wp: float = setting(1.0, help="tiny_ml weight of the parameters", check=NON_NEGATIVE)
-    wm: float = setting(1 / 40, help="tiny_ml weight of the MACs", check=NON_NEGATIVE)
-    wa: float = setting(1.0, help="tiny_ml weight of the activations", check=NON_NEGATIVE)
-    penalty: float = setting(1e10, help="tiny_ml penalty factor of a limit's excess", check=NON_NEGATIVE)
+    wp: float = setting(TINY_ML_DEFAULTS["wp"], help="tiny_ml weight of the parameters", check=NON_NEGATIVE)
+    wm: float = setting(TINY_ML_DEFAULTS["wm"], help="tiny_ml weight of the MACs", check=NON_NEGATIVE)
+    wa: float = setting(TINY_ML_DEFAULTS["wa"], help="tiny_ml weight of the activations", check=NON_NEGATIVE)
+    penalty: float = setting(TINY_ML_DEFAULTS["penalty"], help="tiny_ml penalty factor of a limit's excess",
+                             check=NON_NEGATIVE)
     top1min: float = setting(0.0, help="minimum accuracy (fraction): a search constraint, and the floor that "
                                        "early-exit threshold tuning keeps", check=Bound(lo=0, hi=1,
                                                                                         why="a fraction"))

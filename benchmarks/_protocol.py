@@ -28,7 +28,8 @@ DEFAULT_SUPERNET = PROTOCOLS["digits"]["supernet"]
 
 
 def add_protocol_args(ap: argparse.ArgumentParser, epochs: int = 0, supernet: str | None = "default") -> None:
-    """``--dataset``, ``--data``, ``--resolution``, ``--val_images``, ``--epochs`` and ``--supernet``; a value left
+    """``--dataset``, ``--data``, ``--resolution``, ``--val_images``, ``--bn_recal_images``, ``--epochs`` and
+    ``--supernet``; a value left
     at ``None`` ("default") is the dataset's protocol value (see :data:`PROTOCOLS`)."""
     g = ap.add_argument_group("candidate evaluation")
     g.add_argument("--dataset", default="digits", help="digits (bundled) or fashion_mnist, or any cnas dataset "
@@ -38,6 +39,8 @@ def add_protocol_args(ap: argparse.ArgumentParser, epochs: int = 0, supernet: st
     g.add_argument("--resolution", type=int, default=None, help="input resolution (digits 32, fashion_mnist 28)")
     g.add_argument("--val_images", type=int, default=None,
                    help="validation images that measure top1 (digits: all 360; fashion_mnist: 3000)")
+    g.add_argument("--bn_recal_images", type=int, default=512,
+                   help="training images that re-estimate the batch-norm statistics (default 512)")
     g.add_argument("--epochs", type=int, default=epochs,
                    help=f"training epochs per candidate (0: inherited as is; default {epochs})")
     g.add_argument("--supernet", default=None if supernet == "default" else supernet,
@@ -64,6 +67,8 @@ def check_protocol(args: argparse.Namespace, prog: str) -> None:
                     "scratch)")
     if args.epochs < 0:
         _fail(prog, f"--epochs must be >= 0, got {args.epochs}")
+    if args.bn_recal_images <= 0:
+        _fail(prog, f"--bn_recal_images must be positive, got {args.bn_recal_images}")
     if args.resolution <= 0 or args.val_images < 0:
         _fail(prog, "--resolution must be positive and --val_images non-negative")
     if args.epochs == 0 and args.supernet is None:
@@ -73,13 +78,14 @@ def check_protocol(args: argparse.Namespace, prog: str) -> None:
 def eval_kwargs(args: argparse.Namespace) -> dict:
     """The :class:`~cnas.evaluation.EvalSettings` fields the protocol flags set."""
     return dict(dataset=args.dataset, data=args.data, epochs=args.epochs, supernet_path=args.supernet,
-                val_images=args.val_images, resolution=args.resolution)
+                val_images=args.val_images, resolution=args.resolution, bn_recal_images=args.bn_recal_images)
 
 
 def describe(args: argparse.Namespace) -> str:
     src = f"inherited from {args.supernet}" if args.supernet else "random init"
     val = f"{args.val_images} validation images" if args.val_images else "the whole validation split"
-    return f"{args.dataset} {args.resolution} px, {args.epochs} epoch(s), {src}, top1 on {val}"
+    bn = f", batch-norm re-estimated on {args.bn_recal_images} images" if args.supernet else ""
+    return f"{args.dataset} {args.resolution} px, {args.epochs} epoch(s), {src}{bn}, top1 on {val}"
 
 
 def _fail(prog: str, message: str) -> None:

@@ -19,7 +19,6 @@ Stats keys follow the original: ``top1`` is the **validation** error in %
 
 from __future__ import annotations
 
-import numbers
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -56,7 +55,7 @@ from cnas.settings import (
     width_mult_check,
 )
 from cnas.spaces import SPACES, exit_mask, get_space, space_for_arch, space_of
-from cnas.spaces.geometry import EDANAS, MAX_RESOLUTION, NACHOS, PLAIN, RESNET50, binary_heads
+from cnas.spaces.geometry import EDANAS, MAX_RESOLUTION, NACHOS, PLAIN, RESNET50, as_resolution, binary_heads
 from cnas.training import ood
 from cnas.training.early_exit import EEConfig, balanced_subset, exit_costs, measure_exits, train_exits
 from cnas.training.quantization import Int8Result, quantize_and_measure
@@ -272,9 +271,7 @@ def resolve_arch(arch: dict, settings: EvalSettings) -> tuple[dict, int]:
     r = arch.get("r", settings.resolution)
     if r is None:
         raise ConfigError("the architecture has no 'r' and no --resolution was given (e.g. --resolution 32)")
-    if (isinstance(r, numbers.Integral) and not isinstance(r, bool)) or (isinstance(r, float) and r.is_integer()):
-        r = int(r)
-    if isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= MAX_RESOLUTION:
+    if as_resolution(r) is None:
         raise ArchError(f"the architecture's resolution 'r' must be an integer in [1, {MAX_RESOLUTION}], got {r!r}")
     if settings.search_space:
         space = get_space(settings.search_space, lr=int(r), ur=int(r))

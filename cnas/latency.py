@@ -29,7 +29,7 @@ from cnas.fileio import read_json
 from cnas.latency_table import BACKENDS, FULL_CALLS, META_FIELDS, QUICK_CALLS, LatencyTable, space_ops
 from cnas.settings import (POSITIVE_INT, NON_NEGATIVE_INT, OneOf, ResolutionSettings, Settings, count, setting)
 from cnas.spaces import SPACES, get_space, space_of
-from cnas.spaces.geometry import MAX_RESOLUTION, WIDTH_MULTS
+from cnas.spaces.geometry import MAX_RESOLUTION, WIDTH_MULTS, as_resolution
 
 PROG = "cnas.latency"
 #: Warm-up and timed calls per operation (and per network) of a normal and of a ``--quick`` run.
@@ -234,7 +234,7 @@ def read_target(target: str, n_classes: int | None, resolution: int | None,
     r = resolution if resolution is not None else arch.get("r")
     if r is None:
         raise ArchError(f"{p}: the architecture has no resolution 'r': pass --resolution R")
-    if isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= MAX_RESOLUTION:
+    if as_resolution(r) is None:
         raise ArchError(f"{p}: resolution {r!r} is not an integer in [1, {MAX_RESOLUTION}]; pass --resolution R")
     arch = validate_arch({**arch, "r": int(r)})
     return arch, int(r), int(n_classes or 10), str(target), float(width_mult or 1.0)

@@ -18,7 +18,7 @@ from cnas.errors import ArchError, ConfigError, run_cli
 from cnas.fileio import read_json
 from cnas.settings import width_mult_check
 from cnas.spaces import SPACES, get_space, space_of
-from cnas.spaces.geometry import MAX_RESOLUTION, exit_positions
+from cnas.spaces.geometry import MAX_RESOLUTION, as_resolution, exit_positions
 
 PROG = "cnas.profile"
 
@@ -46,8 +46,7 @@ def profile(arch: object, n_classes: int = 10, resolution: int | None = None, se
     r = resolution if resolution is not None else arch.get("r")
     if r is None:
         raise ArchError("the architecture has no resolution 'r': pass --resolution R")
-    if (isinstance(r, bool) or not isinstance(r, (int, float)) or (isinstance(r, float) and not r.is_integer())
-            or not 1 <= r <= MAX_RESOLUTION):
+    if as_resolution(r) is None:
         raise ArchError(f"resolution {r!r} is not an integer in [1, {MAX_RESOLUTION}] (pixels per side); pass "
                         "--resolution R")
     r = int(r)

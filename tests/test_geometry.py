@@ -137,3 +137,11 @@ def test_helpers():
     assert [G.fit_pool(4, s) for s in (1, 2, 3, 4)] == [1, 2, 2, 4]
     assert G.exit_blocks({**MIXED, "b": [0, 1, 0, 1]}) == [5, 11, 14]
     assert G.exit_policy(True) == "cumulative_confidence" and G.exit_policy(False) == "score_margin"
+
+
+def test_as_resolution_is_the_one_check_of_an_input_resolution():
+    from cnas.spaces.geometry import MAX_RESOLUTION, as_resolution
+
+    assert as_resolution(32) == 32 and as_resolution(32.0) == 32 and as_resolution(MAX_RESOLUTION) == MAX_RESOLUTION
+    for bad in (0, -4, MAX_RESOLUTION + 1, 32.5, True, "32", None, [32]):
+        assert as_resolution(bad) is None

@@ -49,6 +49,7 @@ from cnas.spaces.geometry import (
     PLAIN,
     RESNET50,
     WIDTH_MULTS,
+    as_resolution,
     make_divisible,
 )
 
@@ -416,10 +417,10 @@ def load_net_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
                               "classes; pass the search's --dataset/--n_classes")
     meta = {k: v for k, v in ck.items() if k != "state_dict"}
     r = ck.get("resolution") or ck["arch"].get("r")
-    if isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= MAX_RESOLUTION:
+    if as_resolution(r) is None:
         raise _fail(path, f"'resolution' (or the arch's 'r') must be an integer in [1, {MAX_RESOLUTION}], "
                           f"found {r!r}")
-    meta["resolution"] = r
+    meta["resolution"] = r = as_resolution(r)
     thresholds = ck.get("thresholds") or []
     if not isinstance(thresholds, (list, tuple)) or not all(
             isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) for t in thresholds):

@@ -19,25 +19,16 @@ import time
 
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from cnas import complexity as C
 from cnas.models import build_supernet, get_subnet
+from cnas.models.counting import measure_counts
 from cnas.spaces import get_space
 
-COUNTED = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.Flatten, nn.AvgPool2d, nn.MaxPool2d)
 
 
 def measure(net: nn.Module, r: int) -> tuple[int, int, int]:
-    acts = [0]
-    handles = [m.register_forward_hook(lambda m, i, o: acts.__setitem__(0, acts[0] + o.numel()))
-               for m in net.modules() if isinstance(m, COUNTED)]
-    net.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        net(torch.randn(1, 3, r, r))
-    for h in handles:
-        h.remove()
-    return sum(p.numel() for p in net.parameters() if p.requires_grad), fc.get_total_flops() // 2, acts[0]
+    return measure_counts(net, r)[:3]
 
 
 def main() -> None:

@@ -21,11 +21,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from cnas import complexity as C
 from cnas.errors import ArchError, ConfigError
 from cnas.models import build_supernet, get_subnet
+from cnas.models.counting import COUNTED, measure_counts
 from cnas.spaces import exit_mask, get_space
 
 torch.set_num_threads(1)
 
-COUNTED = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.Flatten, nn.AvgPool2d, nn.MaxPool2d)
 SMALL_RES = (32, 36, 40, 48, 57, 64)
 LARGE_RES = (96, 128, 160, 224)
 CLASSES = (10, 100, 1000)
@@ -40,23 +40,7 @@ def supernets():
 
 def measure(module: nn.Module, x: torch.Tensor) -> tuple[int, int, int, torch.Tensor]:
     """(params, MACs, activations, output) of one forward pass of ``module`` on ``x``."""
-    acts = [0]
-
-    def hook(mod, inp, out):
-        acts[0] += out.numel()
-
-    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, COUNTED)]
-    module.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as fc:
-            y = module(x)
-    finally:
-        for h in handles:
-            h.remove()
-    params = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    flops = fc.get_total_flops()
-    assert flops % 2 == 0
-    return params, flops // 2, acts[0], y
+    return measure_counts(module, x)
 
 
 def head(channels: int, pool: int, h: int, n_out: int) -> nn.Sequential:

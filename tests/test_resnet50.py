@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from cnas import complexity as C
 from cnas import post_search, profile, search
@@ -29,13 +28,13 @@ from cnas.models import (
     save_supernet,
 )
 from cnas.models.checkpoint import check_supernet_file, load_net_checkpoint
+from cnas.models.counting import measure_counts
 from cnas.models.ofa_resnet import build_resnet_supernet, set_active_resnet
 from cnas.spaces import get_space, space_of
 from cnas.spaces import resnet_geometry as R
 
 torch.set_num_threads(1)
 
-COUNTED = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.Flatten, nn.AvgPool2d, nn.MaxPool2d)
 # tiny candidates: one batch of training images, a small validation subset, no test split
 FAST = ["--train_images", "48", "--val_images", "48", "--bn_recal_images", "48", "--eval_test", "false",
         "--num_threads", "1", "--first_predictor", "rbf", "--pop_size", "10", "--n_gens", "2", "--quiet"]
@@ -122,15 +121,7 @@ def test_mobilenetv3_space_names_a_resnet_arch():
 
 # ------------------------------------------------------------------------------------------- counts
 def measure(module: nn.Module, r: int) -> tuple[int, int, int]:
-    acts = [0]
-    hooks = [m.register_forward_hook(lambda m, i, o: acts.__setitem__(0, acts[0] + o.numel()))
-             for m in module.modules() if isinstance(m, COUNTED)]
-    module.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        module(torch.randn(1, 3, r, r))
-    for h in hooks:
-        h.remove()
-    return sum(p.numel() for p in module.parameters() if p.requires_grad), fc.get_total_flops() // 2, acts[0]
+    return measure_counts(module, r)[:3]
 
 
 def test_widths_are_the_supernets(supernet):

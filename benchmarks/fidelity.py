@@ -2,7 +2,7 @@
 
     python benchmarks/fidelity.py [--dataset digits|fashion_mnist] [--n_archs 100] [--seeds 0 1] [--epochs 0]
                                   [--supernet FILE] [--val_images N] [--ee 8] [--protocol default|original]
-                                  [--cache FILE.json]
+                                  [--lr R --ur R --rstep S] [--cache FILE.json]
 
 The defaults are the dataset's protocol (``benchmarks/_protocol.py``): weights inherited from its supernet,
 batch-norm statistics re-estimated on 512 training images, no further training; digits at 32 px on its whole
@@ -19,7 +19,8 @@ Kendall tau of each predictor on the archive (first-seed results, as a search se
 much rank signal there is to learn: the Kendall tau between each arch's validation error and its error on the
 test split (does the ranking reproduce on other images? the ceiling of any predictor) and between the validation
 error and the MACs. With ``--ee N`` it also evaluates N EDANAS archs and reports the same spread figures for their
-measured ``avg_macs``. ``--cache`` keeps every evaluation by (arch, seed): a re-run prints the same figures.
+measured ``avg_macs``. ``--lr``/``--ur`` make the resolution a gene of the plain archs (drawn per arch, part of
+the predictors' encoding). ``--cache`` keeps every evaluation by (arch, seed): a re-run prints the same figures.
 """
 
 from __future__ import annotations
@@ -124,6 +125,10 @@ def main() -> None:
     ap.add_argument("--ee", type=int, default=0, help="also this many EDANAS archs (avg_macs spread)")
     ap.add_argument("--warmup_ee_epochs", type=int, default=EvalSettings.warmup_ee_epochs,
                     help="epochs of exit training (early-exit archs)")
+    ap.add_argument("--lr", type=int, default=None, help="lowest resolution: with --ur, the resolution is a gene of "
+                                                         "the plain archs (default --resolution: fixed)")
+    ap.add_argument("--ur", type=int, default=None, help="highest resolution (default --resolution)")
+    ap.add_argument("--rstep", type=int, default=4, help="resolution step (4)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quiet", action="store_true", help="no per-arch lines")
@@ -146,15 +151,18 @@ def main() -> None:
 
 
 def plain(args, cache: Cache) -> None:
-    r = args.resolution
-    space = get_space("mobilenetv3", r, r)
-    archs = [dict(a, r=r) for a in space.initial_design(args.n_archs, 0)]
-    print(f"protocol {args.protocol}: {describe(args)}; {len(archs)} archs x seeds {args.seeds}")
+    lr, ur = args.lr or args.resolution, args.ur or args.resolution
+    space = get_space("mobilenetv3", lr, ur, args.rstep)
+    archs = [space.with_resolution(a) for a in space.initial_design(args.n_archs, 0)]
+    if lr == ur:
+        archs = [dict(a, r=lr) for a in archs]
+    where = f"resolution a gene, {lr}..{ur} step {args.rstep}" if lr != ur else f"{lr} px"
+    print(f"protocol {args.protocol}: {describe(args)}; {where}; {len(archs)} archs x seeds {args.seeds}")
     top1, test, cost = run(archs, args, "top1", cache)
     rep, across = spread(top1)
     failed = float(np.mean(top1 > FAIL_ERROR))
-    X = space.encode_many([{k: v for k, v in a.items() if k != "r"} for a in archs])
-    macs = np.array([complexity.count(a, 10, r)["macs"] for a in archs])
+    X = space.encode_many(archs if lr != ur else [{k: v for k, v in a.items() if k != "r"} for a in archs])
+    macs = np.array([complexity.count(a, 10, a["r"])["macs"] for a in archs])
     n_val = args.val_images or None
     p = top1.mean() / 100
     print(f"\ntop1 error: mean {top1.mean():.2f} %, range {top1.min():.2f}..{top1.max():.2f}")

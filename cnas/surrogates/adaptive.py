@@ -21,6 +21,7 @@ skips cross-validation and takes the first pool member below 4 archs. Every fit 
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from typing import Any
 
@@ -35,7 +36,7 @@ from threadpoolctl import threadpool_limits
 from cnas.errors import ConfigError
 from cnas.surrogates._base import SEED_MAX, check_training_data
 from cnas.surrogates.carts import CartEnsemble
-from cnas.surrogates.gp import Kriging
+from cnas.surrogates.gp import Kriging, quiet_optimizer
 from cnas.surrogates.metrics import kendall_tau
 from cnas.surrogates.mlp import MLP, _threads
 from cnas.surrogates.rbf import RBF
@@ -61,11 +62,18 @@ def start_workers(n_jobs: int | None = 2) -> list[int]:
     for ``n_jobs`` 1)."""
     if n_jobs is None or int(n_jobs) <= 1:
         return []
-    return Parallel(n_jobs=int(n_jobs), backend=BACKEND)(delayed(_ready)() for _ in range(2 * int(n_jobs)))
+    return Parallel(n_jobs=int(n_jobs), backend=_backend(), max_nbytes=None)(delayed(_ready)() for _ in range(2 * int(n_jobs)))
 
 
 CRITERIA = ("pooled", "mean_std")
-BACKEND = "loky"  # worker processes: most of an mlp or carts fit is Python-level work, which threads serialize
+def _backend() -> str:
+    """Worker processes (most of an mlp or carts fit is Python-level work, which threads serialize), except in a
+    process that multiprocessing started itself (a worker of a process pool, as the benchmarks run several searches
+    at once): such a process ends without running exit handlers, so joblib could not remove its worker pool's
+    temporary folders; there the folds run in threads."""
+    return "loky" if multiprocessing.parent_process() is None else "threading"
+
+
 SLOW_FIRST = ("mlp", "carts", "gp", "rbf")  # the members by fit time on a few hundred archs, slowest first
 
 
@@ -140,10 +148,10 @@ class AdaptiveSwitching(RegressorMixin, BaseEstimator):
             # the slow members first, so that the two workers finish together (the order changes no result)
             order = sorted(members, key=lambda m: SLOW_FIRST.index(m) if m in SLOW_FIRST else len(SLOW_FIRST))
             tasks = [(name, trn, tst) for name in order for trn, tst in folds]
-            run = Parallel(n_jobs=self.n_jobs, backend=BACKEND)
+            run = Parallel(n_jobs=self.n_jobs, backend=_backend(), max_nbytes=None)  # small arrays: no memmapping
             # BLAS and torch thread counts pinned to 1 for the fits that run in this process (n_jobs=1); the
             # worker processes pin their own in _fold_predict and the fits
-            with threadpool_limits(1), _threads(1):
+            with threadpool_limits(1), _threads(1), quiet_optimizer():
                 preds = run(delayed(_fold_predict)(clone(members[name]), X, y, trn, tst)
                             for name, trn, tst in tasks)
             oof = {name: np.empty(n) for name in members}

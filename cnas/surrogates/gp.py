@@ -25,6 +25,7 @@ used. Duplicate encodings are merged (targets averaged).
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -37,6 +38,17 @@ from cnas.errors import ConfigError
 from cnas.surrogates._base import SEED_MAX, SurrogateBase, is_constant, subsample, unique_capped
 
 TREND_ALPHAS = (1e-8, 1e-4, 1e-2, 1e-1, 1.0, 10.0, 100.0)
+
+
+@contextmanager
+def quiet_optimizer():
+    """A context that silences the GP hyper-parameter optimiser's convergence warnings. ``catch_warnings`` is
+    process-wide, not per thread: fits that run in threads at once are wrapped in one such context as a whole
+    (adaptive switching does), so that one fit ending cannot restore the filters under another."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.filterwarnings("ignore", message=".*(bound|convergence|Predicted variances).*")
+        yield
 
 
 class Kriging(SurrogateBase):
@@ -79,9 +91,7 @@ class Kriging(SurrogateBase):
         self.n_samples_opt_ = 0
         if is_constant(resid) or len(X) < 2:
             return
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            warnings.filterwarnings("ignore", message=".*(bound|convergence|Predicted variances).*")
+        with quiet_optimizer():
             opt = subsample(len(X), self.max_opt_samples, rng)
             Xo, ro = (X, resid) if opt is None else (X[opt], resid[opt])
             self.n_samples_opt_ = len(Xo)

@@ -153,15 +153,14 @@ def main() -> None:
 def plain(args, cache: Cache) -> None:
     lr, ur = args.lr or args.resolution, args.ur or args.resolution
     space = get_space("mobilenetv3", lr, ur, args.rstep)
-    archs = [space.with_resolution(a) for a in space.initial_design(args.n_archs, 0)]
-    if lr == ur:
-        archs = [dict(a, r=lr) for a in archs]
+    archs = [space.with_resolution(a) for a in space.initial_design(args.n_archs, 0)]  # each with its r
     where = f"resolution a gene, {lr}..{ur} step {args.rstep}" if lr != ur else f"{lr} px"
     print(f"protocol {args.protocol}: {describe(args)}; {where}; {len(archs)} archs x seeds {args.seeds}")
     top1, test, cost = run(archs, args, "top1", cache)
     rep, across = spread(top1)
     failed = float(np.mean(top1 > FAIL_ERROR))
-    X = space.encode_many(archs if lr != ur else [{k: v for k, v in a.items() if k != "r"} for a in archs])
+    X = space.encode_many([{k: v for k, v in a.items() if k != "r"} for a in archs] if space.fixed_resolution
+                          else archs)
     macs = np.array([complexity.count(a, 10, a["r"])["macs"] for a in archs])
     n_val = args.val_images or None
     p = top1.mean() / 100

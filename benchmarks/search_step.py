@@ -10,8 +10,8 @@ search do: the first cross-validates adaptive switching's choice, the next K - 1
 first, the median of the others, and the mean over the K steps (what an iteration costs on average).
 
 Adaptive switching's fold workers are started first (a search starts them while it evaluates its initial design)
-and their start-up time is printed apart. The archive holds random MobileNetV3 archs (46 genes, resolutions 128..224) with a synthetic error (additive,
-interaction and noise terms); MACs are exact. The aim is a step of seconds at 340 archs (the original's step took
+and their start-up time is printed apart. The archive holds random MobileNetV3 archs (46 genes, resolutions
+128..224) with a synthetic error (additive, interaction and noise terms); MACs are exact. The aim is a step of seconds at 340 archs (the original's step took
 minutes, most of them in its adaptive-switching fit); the measured figures are in the README's benchmark section.
 """
 
@@ -45,7 +45,8 @@ def main() -> None:
     args = ap.parse_args()
     print(f"predictor {args.predictor}, objectives top1,{args.sec_obj}, pop 40, 20 generations, n_iter 8, "
           f"as_every {args.as_every}")
-    print(f"{'archive':>8} {'step':>12} {'fit s':>8} {'NSGA-II s':>10} {'select s':>9} {'total s':>8} {'cpu s':>7} (cpu: this process)")
+    print(f"{'archive':>8} {'step':>12} {'fit s':>8} {'NSGA-II s':>10} {'select s':>9} {'total s':>8} {'cpu s':>7}"
+          " (cpu: this process)")
     for n in args.sizes:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = SearchConfig(save=tmp, sec_obj=args.sec_obj, first_predictor=args.predictor, lr=128, ur=224,
@@ -53,8 +54,8 @@ def main() -> None:
             s = Search(cfg, EvalSettings(), log=lambda m: None)
             t0 = time.perf_counter()
             s.proposer.prepare()  # what a search does before its initial design: start the fold workers
-            s.proposer._workers and s.proposer._workers.join()
-            if n == args.sizes[0] and s.proposer._workers is not None:
+            s.proposer.wait_for_workers()
+            if n == args.sizes[0] and args.predictor == "as":
                 print(f"fold workers started in {time.perf_counter() - t0:.2f} s (a search overlaps this with "
                       "its initial design)")
             rng = np.random.default_rng(0)

@@ -146,9 +146,13 @@ class SurrogateProposer:
                 if proposal.phi is not None and name in self.oset.phi_penalized:
                     proposal.info[name]["phi"] = proposal.phi
 
-    def fit(self, entries: list[arc.Entry], seed: int) -> tuple[dict[str, Callable], dict]:
+    def wait_for_workers(self) -> None:
+        """Block until the fold workers that :meth:`prepare` started are ready (at once when none were)."""
         if self._workers is not None:
             self._workers.join()
+
+    def fit(self, entries: list[arc.Entry], seed: int) -> tuple[dict[str, Callable], dict]:
+        self.wait_for_workers()
         X = self.encode([e.arch for e in entries])
         vals = self.oset.values(entries)
         predictors, info = {}, {}

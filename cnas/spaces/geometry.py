@@ -26,9 +26,8 @@ exit is the network's own tail.
 
 from __future__ import annotations
 
-import numbers
-
 import json
+import numbers
 from functools import lru_cache
 from typing import Any, Mapping, NamedTuple, Sequence
 
@@ -69,18 +68,6 @@ WIDTH_MULTS = (1.0, 1.2)
 INPUT_CHANNELS = 3
 #: The largest input resolution (pixels per side) that cnas accepts: beyond any image set it is built for.
 MAX_RESOLUTION = 4096
-
-
-def as_resolution(r) -> int | None:
-    """``r`` as an input resolution (whole pixels per side, 1 to :data:`MAX_RESOLUTION`; an integral float such
-    as JSON's ``32.0`` counts), or None when it is not one. Every place that reads an arch's ``r`` or a
-    ``--resolution`` checks it with this."""
-    if isinstance(r, bool) or not isinstance(r, numbers.Real):
-        return None
-    if isinstance(r, float) and not r.is_integer():
-        return None
-    r = int(r)
-    return r if 1 <= r <= MAX_RESOLUTION else None
 STEM_KERNEL, STEM_STRIDE = 3, 2
 FIRST_BLOCK_KERNEL, FIRST_BLOCK_STRIDE, FIRST_BLOCK_EXPANSION = 3, 1, 1
 #: Channels at width 1.0 of the stem, first block, stages 1..5, final expand and feature mix (ofa's order).
@@ -104,6 +91,18 @@ CUMULATIVE_CONFIDENCE = "cumulative_confidence"
 DEFAULT_BINARY_THRESHOLD = 0.5
 
 Arch = dict[str, Any]
+
+
+def as_resolution(r) -> int | None:
+    """``r`` as an input resolution (whole pixels per side, 1 to :data:`MAX_RESOLUTION`; an integral float such
+    as JSON's ``32.0`` counts), or None when it is not one. Every place that reads an arch's ``r`` or a
+    ``--resolution`` checks it with this."""
+    if isinstance(r, bool) or not isinstance(r, numbers.Real):
+        return None
+    if isinstance(r, float) and not r.is_integer():
+        return None
+    r = int(r)
+    return r if 1 <= r <= MAX_RESOLUTION else None
 
 
 def arch_key(arch: Mapping) -> str:

@@ -50,6 +50,19 @@ def _fold_predict(model, X, y, trn, tst):
         return model.predict(X[tst])
 
 
+def _parallel(n_jobs: int | None) -> Parallel:
+    """The fold workers: :func:`_backend`'s kind, no memmapping (the arrays are small)."""
+    return Parallel(n_jobs=n_jobs, backend=_backend(), max_nbytes=None)
+
+
+def _backend() -> str:
+    """Worker processes (most of an mlp or carts fit is Python-level work, which threads serialize), except in a
+    process that multiprocessing started itself (a worker of a process pool, as the benchmarks run several searches
+    at once): such a process ends without running exit handlers, so joblib could not remove its worker pool's
+    temporary folders; there the folds run in threads."""
+    return "loky" if multiprocessing.parent_process() is None else "threading"
+
+
 def _ready() -> int:
     return os.getpid()
 
@@ -62,18 +75,10 @@ def start_workers(n_jobs: int | None = 2) -> list[int]:
     for ``n_jobs`` 1)."""
     if n_jobs is None or int(n_jobs) <= 1:
         return []
-    return Parallel(n_jobs=int(n_jobs), backend=_backend(), max_nbytes=None)(delayed(_ready)() for _ in range(2 * int(n_jobs)))
+    return _parallel(int(n_jobs))(delayed(_ready)() for _ in range(2 * int(n_jobs)))
 
 
 CRITERIA = ("pooled", "mean_std")
-def _backend() -> str:
-    """Worker processes (most of an mlp or carts fit is Python-level work, which threads serialize), except in a
-    process that multiprocessing started itself (a worker of a process pool, as the benchmarks run several searches
-    at once): such a process ends without running exit handlers, so joblib could not remove its worker pool's
-    temporary folders; there the folds run in threads."""
-    return "loky" if multiprocessing.parent_process() is None else "threading"
-
-
 SLOW_FIRST = ("mlp", "carts", "gp", "rbf")  # the members by fit time on a few hundred archs, slowest first
 
 
@@ -86,9 +91,9 @@ class AdaptiveSwitching(RegressorMixin, BaseEstimator):
     worker processes, default 2; 1 = sequential in this process; the result is the same whatever the number),
     ``random_state``. The workers are processes, not threads: most of an mlp or carts fit on a few hundred archs
     is Python-level work (the optimiser's steps, one small tree after another), which threads run one at a time.
-    On two cores, with the workers already started (:func:`start_workers`), a 5-fold fit took 1.2 s at 100
-    archs and 2.6 s at 340, against 1.8 / 4.5 s sequential and 2.2 / 3.5 s in two threads
-    (``benchmarks/search_step.py`` times the whole step).
+    In the search's 5-fold step on two cores (``benchmarks/search_step.py``, workers started beforehand with
+    :func:`start_workers`) the fit took 1.54 s at 100 archs and 3.65 s at 340, against 2.31 / 4.56 s in two
+    threads.
 
     Fitted attributes: ``winner_`` (name), ``estimator_`` (the refitted winner), ``fold_scores_`` (dict name ->
     list of per-fold tau), ``scores_`` (dict name -> the criterion's score), ``n_splits_`` (folds actually used).
@@ -148,7 +153,7 @@ class AdaptiveSwitching(RegressorMixin, BaseEstimator):
             # the slow members first, so that the two workers finish together (the order changes no result)
             order = sorted(members, key=lambda m: SLOW_FIRST.index(m) if m in SLOW_FIRST else len(SLOW_FIRST))
             tasks = [(name, trn, tst) for name in order for trn, tst in folds]
-            run = Parallel(n_jobs=self.n_jobs, backend=_backend(), max_nbytes=None)  # small arrays: no memmapping
+            run = _parallel(self.n_jobs)
             # BLAS and torch thread counts pinned to 1 for the fits that run in this process (n_jobs=1); the
             # worker processes pin their own in _fold_predict and the fits
             with threadpool_limits(1), _threads(1), quiet_optimizer():

@@ -38,7 +38,7 @@ SUPERNET_TRAINING = {
     "augment": True, "batch_size": 64, "bn_images": 2000, "data": None, "dataset": "digits", "elastic_lr": 0.02,
     "epochs_depth": 1, "epochs_expand": 1, "epochs_full": 3, "epochs_kernel": 1, "init": None, "kd_ratio": 1.0,
     "kd_temperature": 1.0, "label_smoothing": 0.1, "lr": 32, "max_steps_per_epoch": None, "momentum": 0.9,
-    "n_classes": None, "n_subnets": 3, "rstep": 4, "seed": 0, "train_lr": 0.05, "ur": 32, "val_split": 0.2,
+    "n_classes": None, "n_subnets": 3, "rstep": 4, "sandwich": True, "seed": 0, "train_lr": 0.05, "ur": 32, "val_split": 0.2,
     "warmup_epochs": 1.0, "weight_decay": 3e-05, "width_mult": 1.0,
 }
 SUPERNET_RUNTIME = {"save": None, "eval_each_phase": True, "device": "cpu", "num_threads": None, "progress": True}

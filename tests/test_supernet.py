@@ -52,6 +52,17 @@ def test_phase_schedule_and_sampled_archs_stay_within_the_phase():
     assert phase_archs(PHASES[-1])["smallest"] == space.validate(space.smallest())
 
 
+def test_without_the_sandwich_rule_only_the_largest_is_in_every_step():
+    rng = np.random.default_rng(1)
+    phase = PHASES[-1]
+    ext = phase_archs(phase)
+    steps = [step_archs(phase, 4, rng, sandwich=False) for _ in range(30)]
+    assert all(len(archs) == 4 and archs[0] == ext["largest"] for archs in steps)
+    # the smallest is no longer forced in: it appears only when drawn (practically never)
+    assert sum(ext["smallest"] in archs[1:] for archs in steps) == 0
+    assert len({str(a) for archs in steps for a in archs[1:]}) == 90
+
+
 def test_sampling_covers_every_choice_of_the_last_phase():
     rng = np.random.default_rng(1)
     archs = [sample_arch(PHASES[-1], rng) for _ in range(50)]
@@ -114,6 +125,25 @@ def test_an_up_to_date_checkpoint_is_reused_and_other_settings_are_refused(finis
     assert not again.trained and res.path.stat().st_mtime_ns == before
     with pytest.raises(ConfigError, match="other settings"):
         train_supernet(SupernetConfig(save=str(res.path), **{**TINY, "seed": 4}))
+
+
+@pytest.mark.slow
+def test_a_checkpoint_from_before_a_new_setting_counts_as_that_settings_default(finished, tmp_path):
+    """A file trained before ``sandwich`` existed was trained with the sandwich rule: it is re-used, and refused
+    for ``sandwich=False``."""
+    from cnas.models.checkpoint import save_supernet
+
+    res, _ = finished
+    state, meta = read_checkpoint(res.path)
+    old = dict(meta, settings={k: v for k, v in meta["settings"].items() if k != "sandwich"})
+    path = tmp_path / "old.pth"
+    net = build_supernet(n_classes=meta["n_classes"])
+    net.load_state_dict(state)
+    save_supernet(path, net, {k: v for k, v in old.items() if k not in ("format", "version")})
+    assert "sandwich" not in read_checkpoint(path)[1]["settings"]
+    assert not train_supernet(SupernetConfig(save=str(path), **TINY)).trained
+    with pytest.raises(ConfigError, match="sandwich"):
+        train_supernet(SupernetConfig(save=str(path), **{**TINY, "sandwich": False}))
 
 
 # ------------------------------------------------------------------------------------------------ resume

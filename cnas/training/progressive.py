@@ -15,7 +15,7 @@ phase           kernel sizes       expansions  depths       trains
 
 Every step of an elastic phase trains ``n_subnets`` sub-networks on the same batch and sums their gradients
 before one optimizer step: the largest (cross-entropy with label smoothing), the smallest of the phase and
-``n_subnets - 2`` random ones, drawn per block within the phase's choices and stage-aware
+``n_subnets - 2`` random ones (with ``sandwich=False``: ``n_subnets - 1`` random ones), drawn per block within the phase's choices and stage-aware
 (:func:`cnas.models.set_active_arch`). The sampled sub-networks learn from the largest network's outputs of the
 same step (knowledge distillation: ``CE + kd_ratio * T^2 * KL(softmax(teacher/T) || softmax(student/T))``).
 Each step draws one input resolution from ``range(lr, ur + 1, rstep)`` and resizes the batch to it. After
@@ -28,8 +28,10 @@ Deviations from OFA's own training code (which cannot run here: it hard-codes CU
 * The teacher is the largest sub-network of the supernet being trained, evaluated in the same step ("in-place"
   distillation as in BigNAS), instead of a separate frozen copy of the phase-1 network: it costs no extra
   forward pass and no second model in memory. The largest network itself is trained with cross-entropy only.
-* The sandwich rule: the largest and smallest sub-networks are in every step;
-  OFA drew all of a step's sub-networks at random.
+* The sandwich rule by default: the largest and smallest sub-networks are in every step; OFA drew all of a
+  step's sub-networks at random (``sandwich=False`` keeps only the largest, the teacher, in every step). On a
+  short CPU schedule the sandwich rule makes the smallest sub-network one of the best-trained, so it can measure
+  as accurate as far larger ones.
 * One learning rate per kind of phase (``train_lr`` for the full network, ``elastic_lr`` for the others) with a
   cosine decay over each phase; OFA used hand-tuned per-phase rates for ImageNet with a 2048 batch.
 * Per-step resolutions are made by resizing the batch (bilinear, antialiased when shrinking) instead of a
@@ -147,6 +149,8 @@ class SupernetConfig(DeviceSettings, SgdSettings, ResolutionSettings, DataSettin
                                  check=NON_NEGATIVE_INT)
     n_subnets: int = setting(3, help="sub-networks per step: largest, smallest and n_subnets - 2 random ones",
                              check=int_at_least(2))
+    sandwich: bool = setting(True, help="train the smallest sub-network in every elastic step (the sandwich rule); "
+                                        "false: the largest and n_subnets - 1 random ones")
     kd_ratio: float = setting(1.0, help="weight of the distillation loss from the largest network (0: none)",
                               check=NON_NEGATIVE)
     kd_temperature: float = setting(1.0, help="distillation temperature", check=POSITIVE)
@@ -246,13 +250,14 @@ def sample_arch(phase: Phase, rng: np.random.Generator) -> dict:
     return _stage_arch(rng.choice(phase.ks, size=n).tolist(), rng.choice(phase.e, size=n).tolist(), d)
 
 
-def step_archs(phase: Phase, n_subnets: int, rng: np.random.Generator) -> list[dict]:
+def step_archs(phase: Phase, n_subnets: int, rng: np.random.Generator, sandwich: bool = True) -> list[dict]:
     """The sub-networks of one training step: the largest first (the teacher), then for an elastic phase the
-    smallest and ``n_subnets - 2`` random ones."""
+    smallest and ``n_subnets - 2`` random ones (``sandwich``), or ``n_subnets - 1`` random ones."""
     ext = phase_archs(phase)
     if not phase.elastic:
         return [ext["largest"]]
-    return [ext["largest"], ext["smallest"]] + [sample_arch(phase, rng) for _ in range(n_subnets - 2)]
+    fixed = [ext["largest"], ext["smallest"]] if sandwich else [ext["largest"]]
+    return fixed + [sample_arch(phase, rng) for _ in range(n_subnets - len(fixed))]
 
 
 def _epoch_seed(seed: int, phase_index: int, epoch: int) -> int:
@@ -391,7 +396,7 @@ class ProgressiveShrinking:
             x = _resize(x, int(rng.choice(self.space.resolutions)))
             optimizer.zero_grad(set_to_none=True)
             teacher = None
-            for i, arch in enumerate(step_archs(phase, cfg.n_subnets, rng)):
+            for i, arch in enumerate(step_archs(phase, cfg.n_subnets, rng, cfg.sandwich)):
                 set_active_arch(supernet, arch)
                 out = supernet(x).float()
                 loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
@@ -498,6 +503,9 @@ def existing_supernet(cfg: SupernetConfig) -> dict | None:
         return None
     _, meta = read_checkpoint(path)
     old, new = meta.get("settings"), cfg.training_settings()
+    if isinstance(old, dict):  # a setting added since the file was trained had its default's behaviour then
+        defaults = SupernetConfig().training_settings()
+        old = {**{k: defaults[k] for k in new if k not in old}, **old}
     if meta.get("complete") and old == new:
         return meta
     if old is None:

@@ -28,9 +28,9 @@ DEFAULT_SUPERNET = PROTOCOLS["digits"]["supernet"]
 
 
 def add_protocol_args(ap: argparse.ArgumentParser, epochs: int = 0, supernet: str | None = "default") -> None:
-    """``--dataset``, ``--data``, ``--resolution``, ``--val_images``, ``--bn_recal_images``, ``--epochs`` and
-    ``--supernet``; a value left
-    at ``None`` ("default") is the dataset's protocol value (see :data:`PROTOCOLS`)."""
+    """``--dataset``, ``--data``, ``--resolution``, ``--val_images``, ``--train_images``, ``--bn_recal_images``,
+    ``--epochs`` and ``--supernet``; a value left at ``None`` ("default") is the dataset's protocol value (see
+    :data:`PROTOCOLS`)."""
     g = ap.add_argument_group("candidate evaluation")
     g.add_argument("--dataset", default="digits", help="digits (bundled) or fashion_mnist, or any cnas dataset "
                                                        "with explicit --resolution/--supernet (default digits)")
@@ -39,6 +39,9 @@ def add_protocol_args(ap: argparse.ArgumentParser, epochs: int = 0, supernet: st
     g.add_argument("--resolution", type=int, default=None, help="input resolution (digits 32, fashion_mnist 28)")
     g.add_argument("--val_images", type=int, default=None,
                    help="validation images that measure top1 (digits: all 360; fashion_mnist: 3000)")
+    g.add_argument("--train_images", type=int, default=0,
+                   help="training images (a fixed class-balanced subset) for whatever a candidate trains: its "
+                        "epochs, its exit heads, its batch-norm re-estimation (default 0: the whole split)")
     g.add_argument("--bn_recal_images", type=int, default=512,
                    help="training images that re-estimate the batch-norm statistics (default 512)")
     g.add_argument("--epochs", type=int, default=epochs,
@@ -69,8 +72,8 @@ def check_protocol(args: argparse.Namespace, prog: str) -> None:
         _fail(prog, f"--epochs must be >= 0, got {args.epochs}")
     if args.bn_recal_images <= 0:
         _fail(prog, f"--bn_recal_images must be positive, got {args.bn_recal_images}")
-    if args.resolution <= 0 or args.val_images < 0:
-        _fail(prog, "--resolution must be positive and --val_images non-negative")
+    if args.resolution <= 0 or args.val_images < 0 or args.train_images < 0:
+        _fail(prog, "--resolution must be positive, --val_images and --train_images non-negative")
     if args.epochs == 0 and args.supernet is None:
         _fail(prog, "--epochs 0 needs --supernet (an untrained network has nothing to measure)")
 
@@ -78,14 +81,16 @@ def check_protocol(args: argparse.Namespace, prog: str) -> None:
 def eval_kwargs(args: argparse.Namespace) -> dict:
     """The :class:`~cnas.evaluation.EvalSettings` fields the protocol flags set."""
     return dict(dataset=args.dataset, data=args.data, epochs=args.epochs, supernet_path=args.supernet,
-                val_images=args.val_images, resolution=args.resolution, bn_recal_images=args.bn_recal_images)
+                val_images=args.val_images, train_images=args.train_images, resolution=args.resolution,
+                bn_recal_images=args.bn_recal_images)
 
 
 def describe(args: argparse.Namespace) -> str:
     src = f"inherited from {args.supernet}" if args.supernet else "random init"
     val = f"{args.val_images} validation images" if args.val_images else "the whole validation split"
     bn = f", batch-norm re-estimated on {args.bn_recal_images} images" if args.supernet else ""
-    return f"{args.dataset} {args.resolution} px, {args.epochs} epoch(s), {src}{bn}, top1 on {val}"
+    train = f", training on {args.train_images} images" if args.train_images else ""
+    return f"{args.dataset} {args.resolution} px, {args.epochs} epoch(s), {src}{bn}{train}, top1 on {val}"
 
 
 def _fail(prog: str, message: str) -> None:

@@ -34,6 +34,7 @@ from typing import Any, Iterable
 
 from cnas.errors import ConfigError, StatsFileError
 from cnas.fileio import FolderLock, atomic_write_json, atomic_write_text, read_json, remove_temp_files
+from cnas.layout import ERROR_FILE, pick_name, stats_file, subnet_file
 from cnas.spaces.geometry import arch_key
 
 STATS_FORMAT = "cnas-iter-stats/1"
@@ -366,7 +367,7 @@ def read_net_folder(folder: Path, name: str | None = None) -> tuple[dict | None,
             return None
         return v if isinstance(v, dict) else None
 
-    return load(folder / f"{name}.subnet"), load(folder / f"{name}.stats")
+    return load(subnet_file(folder, name)), load(stats_file(folder, name))
 
 
 def scan_net_folders(save: str | Path, max_iteration: int | None = None) -> tuple[list[Entry], list[Failure]]:
@@ -383,7 +384,7 @@ def scan_net_folders(save: str | Path, max_iteration: int | None = None) -> tupl
             continue
         nets = sorted((n, p) for p in ipath.glob("net_*") if p.is_dir() and (n := _num(p, _NET_RE)) is not None)
         for _, npath in nets:
-            subnet = npath / f"{npath.name}.subnet"
+            subnet = subnet_file(npath, npath.name)
             if not subnet.is_file():
                 continue
             arch, stats = read_net_folder(npath)
@@ -391,7 +392,8 @@ def scan_net_folders(save: str | Path, max_iteration: int | None = None) -> tupl
                 failures.append(Failure({}, it, npath.name, f"unreadable arch file {subnet}"))
                 continue
             if stats is None:
-                failures.append(Failure(arch, it, npath.name, f"no readable stats file {npath / npath.name}.stats"))
+                missing = stats_file(npath, npath.name)
+                failures.append(Failure(arch, it, npath.name, f"no readable stats file {missing}"))
                 continue
             e = Entry(arch, stats, it, npath.name, f"{ipath.name}/{npath.name}")
             entries.pop(Archive.key(arch), None)
@@ -402,8 +404,8 @@ def scan_net_folders(save: str | Path, max_iteration: int | None = None) -> tupl
 def record_failure(save: str | Path, failure: Failure) -> Path:
     """Keep a failed arch under ``<save>/failed/it_X_net_Y/`` with its error (never overwrites a stats file)."""
     folder = Path(save) / "failed" / f"it_{failure.iteration}_{failure.name}"
-    atomic_write_json(folder / f"{failure.name}.subnet", failure.arch, indent=None)
-    atomic_write_text(folder / "error.txt", failure.error.rstrip() + "\n")
+    atomic_write_json(subnet_file(folder, failure.name), failure.arch, indent=None)
+    atomic_write_text(folder / ERROR_FILE, failure.error.rstrip() + "\n")
     return folder
 
 
@@ -413,8 +415,7 @@ def copy_net_folder(src: Path, dst: Path) -> None:
     for f in src.iterdir():
         if not f.is_file() or f.name.startswith("."):
             continue
-        name = "net.subnet" if f.suffix == ".subnet" else "net.stats" if f.suffix == ".stats" else f.name
-        shutil.copy2(f, dst / name)
+        shutil.copy2(f, dst / pick_name(f.name))
 
 
 def entries_from_original_archive(rows: Iterable[list], objectives: list[str]) -> list[Entry]:

@@ -30,6 +30,7 @@ from cnas import complexity
 from cnas.data import load_data, loader_labels, stratified_split, subset_loader
 from cnas.errors import ArchError, ConfigError
 from cnas.fileio import atomic_write_bytes, atomic_write_json
+from cnas.layout import CKPT, stats_file, subnet_file
 from cnas.models import EENetwork, build_network, get_subnet, load_supernet, recalibrate_bn
 from cnas.models.checkpoint import (
     check_supernet_family,
@@ -565,7 +566,7 @@ def write_outputs(run: Run, stats: dict, outputs: Outputs) -> None:
                             width_mult=float(run.settings.width_mult))
         if run.int8 is not None:
             atomic_write_bytes(out / INT8_FILE, run.int8.torchscript)
-    atomic_write_json(out / f"{outputs.name}.stats", stats)
+    atomic_write_json(stats_file(out, outputs.name), stats)
 
 
 def run_pipeline(arch: dict, settings: EvalSettings, init: Init | None = None, outputs: Outputs | None = None,
@@ -580,8 +581,8 @@ def run_pipeline(arch: dict, settings: EvalSettings, init: Init | None = None, o
     if init.kind == "supernet":  # a supernet of another space is refused before anything is written
         check_supernet_family(init.path, space_of(run.arch))
     out_path = Path(outputs.dir) if outputs.dir is not None else None
-    if out_path is not None and outputs.subnet and not (out_path / f"{outputs.name}.subnet").exists():
-        atomic_write_json(out_path / f"{outputs.name}.subnet", run.arch, indent=None)
+    if out_path is not None and outputs.subnet and not subnet_file(out_path, outputs.name).exists():
+        atomic_write_json(subnet_file(out_path, outputs.name), run.arch, indent=None)
     load_run_data(run)
     initialise(run, init)
     if log is not None:
@@ -612,7 +613,7 @@ def evaluate_arch(arch: dict, settings: EvalSettings, out_dir: str | Path | None
     """Train and measure ``arch`` from the search's start (:meth:`Init.for_settings`); write
     ``<out_dir>/<name>.subnet`` first and ``<name>.stats`` (and ``ckpt.pth`` when ``save_ckpt``) at the end.
     Returns the stats dict."""
-    outputs = Outputs(out_dir, name, ckpt="ckpt.pth" if settings.save_ckpt else None)
+    outputs = Outputs(out_dir, name, ckpt=CKPT if settings.save_ckpt else None)
     return run_pipeline(arch, settings, Init.for_settings(settings), outputs, device=device, log=log)
 
 

@@ -42,6 +42,7 @@ from cnas.cli import ArgumentParser
 from cnas.data import get_dataset_info
 from cnas.errors import CheckpointError, ConfigError, DataError, UsageError, run_cli
 from cnas.fileio import atomic_write_bytes, atomic_write_json
+from cnas.layout import PICK_WEIGHTS
 from cnas.models import EENetwork
 from cnas.models.checkpoint import load_net_checkpoint
 from cnas.settings import Bound
@@ -50,7 +51,6 @@ from cnas.spaces.geometry import INPUT_CHANNELS
 FORMATS = ("torchscript", "onnx")
 #: The accepted ``--atol``: a finite number >= 0.
 ATOL = Bound(lo=0)
-WEIGHTS = ("ckpt.finetuned.pth", "ckpt.pth", "inherited.pth")
 SUFFIX = {"torchscript": "torchscript.pt", "onnx": "onnx"}
 
 
@@ -63,10 +63,10 @@ def find_checkpoint(folder: str | Path, checkpoint: str | Path | None = None) ->
     folder = Path(folder)
     if checkpoint is not None:
         return Path(checkpoint)
-    for name in WEIGHTS:
+    for name in PICK_WEIGHTS:
         if (folder / name).is_file():
             return folder / name
-    raise CheckpointError(f"{folder} holds no trained weights ({', '.join(WEIGHTS)}); fine-tune it first with "
+    raise CheckpointError(f"{folder} holds no trained weights ({', '.join(PICK_WEIGHTS)}); fine-tune it first with "
                           f"python -m cnas.train --model_path {folder}")
 
 

@@ -47,18 +47,15 @@ import torch
 from cnas.errors import ArchError, CheckpointError, ConfigError
 from cnas.evaluation import EvalSettings, Init, Outputs, preflight_classes, resolve_arch, run_pipeline
 from cnas.fileio import read_json
+from cnas.layout import CKPT, FINETUNE_STATE, FINETUNED_CKPT, FINETUNED_NAME, INHERITED, PICK_RECORD, PICK_SUBNET
 from cnas.models import EENetwork, build_network
 from cnas.models.checkpoint import load_net_checkpoint
 from cnas.models.polynomial import substitute_activation
 from cnas.spaces import SPACES, space_of
 from cnas.training.trainer import TrainConfig, read_training_state
 
-STATS_NAME = "net.finetuned.stats"
-CKPT_NAME = "ckpt.finetuned.pth"
-STATE_NAME = "train_state.pth"
-PICK_FILE = "pick.json"
 #: the pick's weight files, first found first used; True: batch-norm statistics of the supernet (re-estimated)
-PICK_WEIGHTS = (("ckpt.pth", False), ("inherited.pth", True))
+PICK_WEIGHTS = ((CKPT, False), (INHERITED, True))
 
 #: The original's fine-tuning recipe, with label smoothing actually applied.
 FINETUNE_RECIPE = replace(EvalSettings(), epochs=200, batch_size=128, optim="SAM", rho=2.0, adaptive=True, lr=0.1,
@@ -82,7 +79,7 @@ def finetune_layers(folder: str | Path) -> tuple[dict, dict]:
     :data:`RECIPE_KEYS`; ``{}`` without the file). The recipe re-tunes exit thresholds only in spaces whose
     networks can have exits (not resnet50's)."""
     carried = {}
-    pick = Path(folder) / PICK_FILE
+    pick = Path(folder) / PICK_RECORD
     if pick.is_file():
         rec = read_json(pick, "pick file", ConfigError)
         ev = rec.get("evaluation") or {}
@@ -90,7 +87,7 @@ def finetune_layers(folder: str | Path) -> tuple[dict, dict]:
         if rec.get("n_classes") and "n_classes" not in carried:
             carried["n_classes"] = int(rec["n_classes"])
     recipe = asdict(FINETUNE_RECIPE)
-    space = carried.get("search_space") or _arch_space(Path(folder) / "net.subnet")
+    space = carried.get("search_space") or _arch_space(Path(folder) / PICK_SUBNET)
     if space in SPACES and not SPACES[space].exit_heads:
         recipe["tune_epsilon"] = False
     return recipe, carried
@@ -142,7 +139,7 @@ def check_finetune(folder: str | Path, settings: EvalSettings, out_dir: str | Pa
         net = build_network(arch, n_classes, resolution=r, width_mult=settings.width_mult)
         if init.kind == "checkpoint":
             load_net_checkpoint(init.path, net, arch=arch, n_classes=n_classes)
-    state_path = out / STATE_NAME
+    state_path = out / FINETUNE_STATE
     if state_path.exists():
         state = read_training_state(state_path, settings.train_config())
         backbone = net.backbone if isinstance(net, EENetwork) else net
@@ -170,10 +167,10 @@ def finetune(folder: str | Path, settings: EvalSettings, out_dir: str | Path | N
     init = finetune_init(folder, settings)
     extra = {"dataset": settings.dataset, "init": init.describe(), "epochs": settings.epochs,
              "recipe": {k: getattr(settings, k) for k in RECORDED}}
-    outputs = Outputs(out, STATS_NAME[: -len(".stats")], subnet=False, ckpt=CKPT_NAME, state=STATE_NAME,
+    outputs = Outputs(out, FINETUNED_NAME, subnet=False, ckpt=FINETUNED_CKPT, state=FINETUNE_STATE,
                       extra_stats=extra, report_test=True)
     return run_pipeline(arch, settings, init, outputs, device=device, log=log)
 
 
 __all__ = ["finetune", "check_finetune", "finetune_settings", "finetune_layers", "finetune_init", "FINETUNE_RECIPE",
-           "RECIPE_KEYS", "STATS_NAME", "CKPT_NAME", "STATE_NAME", "PICK_FILE"]
+           "RECIPE_KEYS", "PICK_WEIGHTS"]

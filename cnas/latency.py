@@ -27,6 +27,7 @@ from cnas.cli import ArgumentParser, add_dataclass_args, build_settings, given_f
 from cnas.errors import ArchError, ConfigError, run_cli
 from cnas.fileio import read_json
 from cnas.latency_table import BACKENDS, FULL_CALLS, META_FIELDS, QUICK_CALLS, LatencyTable, space_ops
+from cnas.layout import PICK_RECORD, PICK_SUBNET
 from cnas.settings import (POSITIVE_INT, NON_NEGATIVE_INT, OneOf, ResolutionSettings, Settings, count, setting)
 from cnas.spaces import SPACES, get_space, space_of
 from cnas.spaces.geometry import MAX_RESOLUTION, WIDTH_MULTS, as_resolution
@@ -217,11 +218,11 @@ def read_target(target: str, n_classes: int | None, resolution: int | None,
 
     p = Path(target)
     if p.is_dir():
-        sub = p / "net.subnet"
+        sub = p / PICK_SUBNET
         if not sub.is_file():
             raise ArchError(f"{p} is a folder without net.subnet; give an arch file or a folder picked by "
                             "cnas.post_search")
-        pick = read_json(p / "pick.json", "pick file", ArchError) if (p / "pick.json").is_file() else {}
+        pick = read_json(p / PICK_RECORD, "pick file", ArchError) if (p / PICK_RECORD).is_file() else {}
         if n_classes is None and isinstance(pick, dict) and isinstance(pick.get("n_classes"), int):
             n_classes = pick["n_classes"]
         ev = pick.get("evaluation") if isinstance(pick, dict) else None

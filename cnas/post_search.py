@@ -68,6 +68,7 @@ from cnas.cli import ArgumentParser, str2bool
 from cnas.errors import ArchError, CheckpointError, ConfigError, StatsFileError, run_cli
 from cnas.fileio import FolderLock, atomic_write_bytes, atomic_write_json, atomic_write_text
 from cnas.latency_table import FULL_CALLS
+from cnas.layout import CKPT, INHERITED, PICK_RECORD, PICK_STATS, PICK_SUBNET, pick_folder_name
 from cnas.objectives import OBJECTIVES, ObjectiveSet, parse_objectives
 from cnas.problems import non_dominated
 from cnas.spaces import EDANAS, NACHOS, PLAIN, RESNET50, exit_mask, get_space, space_of
@@ -75,8 +76,6 @@ from cnas.spaces.geometry import MAX_RESOLUTION
 
 TRADE_OFF = "trade-off"
 DEFAULT_RADIUS = 0.125
-PICK_FILE = "pick.json"
-INHERITED = "inherited.pth"
 PICK_TEMP = ".part-"  # .<pick folder>.part-<pid>: a pick being written
 
 
@@ -300,10 +299,6 @@ def _prefer_values(run: Run, prefer: str, entries: list[arc.Entry]) -> np.ndarra
 
 
 # ---------------------------------------------------------------- writing the picks
-def _folder_name(prefer: str, rank: int, n_exits: int | None) -> str:
-    return f"net-{prefer}_{rank}" + (f"_nExits-{n_exits}" if n_exits is not None else "")
-
-
 def _write_pick(run: Run, entry: arc.Entry, dst: Path, values: dict, rank: int, prefer: str,
                 supernet: Callable[[], object] | None) -> dict:
     src = run.save / entry.folder if entry.folder else None
@@ -311,8 +306,8 @@ def _write_pick(run: Run, entry: arc.Entry, dst: Path, values: dict, rank: int, 
         arc.copy_net_folder(src, dst)
     else:
         dst.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(dst / "net.stats", entry.stats)
-    atomic_write_json(dst / "net.subnet", entry.arch, indent=None)
+        atomic_write_json(dst / PICK_STATS, entry.stats)
+    atomic_write_json(dst / PICK_SUBNET, entry.arch, indent=None)
     evaluation = dict((run.config or {}).get("evaluation") or {}) or None
     if evaluation is not None:
         evaluation.setdefault("n_classes", run.n_classes)
@@ -320,7 +315,7 @@ def _write_pick(run: Run, entry: arc.Entry, dst: Path, values: dict, rank: int, 
               "source": {"search": str(run.save.resolve()), "folder": entry.folder or None,
                          "iteration": entry.iteration, "name": entry.name},
               "n_classes": run.n_classes, "evaluation": evaluation}
-    if supernet is not None and not (dst / "ckpt.pth").exists():
+    if supernet is not None and not (dst / CKPT).exists():
         from cnas.models import build_network
         from cnas.models.checkpoint import save_net_checkpoint
 
@@ -329,7 +324,7 @@ def _write_pick(run: Run, entry: arc.Entry, dst: Path, values: dict, rank: int, 
                             dataset=(evaluation or {}).get("dataset"), source="supernet",
                             width_mult=run.oset.width_mult)
         record["inherited"] = INHERITED
-    atomic_write_json(dst / PICK_FILE, record)
+    atomic_write_json(dst / PICK_RECORD, record)
     return record
 
 
@@ -473,7 +468,7 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> i
             if not p.is_dir():
                 raise ConfigError(f"--save {out}: {p} is a file, not a folder; choose another --save")
             break
-    names = [_folder_name(prefer, rank, args.n_exits) for rank in range(len(picks))]
+    names = [pick_folder_name(prefer, rank, args.n_exits) for rank in range(len(picks))]
     # a pick folder of the same pick (a killed run's) is kept; one of another pick needs --overwrite
     done = {nm for nm, i in zip(names, picks) if _same_pick(out / nm, cand[i])}
     existing = [nm for nm in names if (out / nm).exists() and nm not in done and _complete(out / nm)]
@@ -565,7 +560,7 @@ def _pick_latencies(run: Run, entries: list[arc.Entry], args, log) -> list[dict]
 def _complete(folder: Path) -> bool:
     """A pick folder that a run finished (it has ``pick.json``; a folder without it was left by a killed run of
     an earlier version and is replaced)."""
-    return (folder / PICK_FILE).is_file()
+    return (folder / PICK_RECORD).is_file()
 
 
 def _same_pick(folder: Path, entry: arc.Entry) -> bool:
@@ -573,7 +568,7 @@ def _same_pick(folder: Path, entry: arc.Entry) -> bool:
     if not _complete(folder):
         return False
     try:
-        rec = json.loads((folder / PICK_FILE).read_text())
+        rec = json.loads((folder / PICK_RECORD).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, OSError):
         return False
     return (isinstance(rec, dict) and isinstance(rec.get("arch"), dict)
@@ -582,7 +577,7 @@ def _same_pick(folder: Path, entry: arc.Entry) -> bool:
 
 
 def _has_ckpt(run: Run, entry: arc.Entry) -> bool:
-    return bool(entry.folder) and (run.save / entry.folder / "ckpt.pth").is_file()
+    return bool(entry.folder) and (run.save / entry.folder / CKPT).is_file()
 
 
 def _write_pick_folder(run: Run, entry: arc.Entry, dst: Path, values: dict, rank: int, prefer: str,

@@ -27,7 +27,8 @@ from cnas.cli import (
 from cnas.errors import ArchError, ConfigError, run_cli
 from cnas.evaluation import EvalSettings, evaluate_arch, preflight_classes, resolve_arch
 from cnas.fileio import atomic_write_json, read_json
-from cnas.finetune import STATS_NAME, check_finetune, finetune, finetune_layers
+from cnas.finetune import check_finetune, finetune, finetune_layers
+from cnas.layout import FINETUNED_STATS, PICK_SUBNET, SUBNET_SUFFIX
 from cnas.spaces import space_for_arch
 from cnas.training.trainer import check_device_here
 
@@ -99,7 +100,7 @@ def add_latency(stats: dict, arch: dict, n_classes: int, table, settings: EvalSe
 def main_from_args(args) -> int:
     """Fine-tune the folder picked by ``cnas.post_search`` that ``--model_path`` names (:mod:`cnas.finetune`)."""
     folder = Path(args.model_path)
-    if not (folder / "net.subnet").is_file():
+    if not (folder / PICK_SUBNET).is_file():
         raise ArchError(f"--model_path {folder} is a folder without net.subnet: give a pick of cnas.post_search "
                         "or an arch file")
     if args.name:
@@ -114,7 +115,7 @@ def main_from_args(args) -> int:
     log = None if args.quiet else (lambda msg: print(msg, flush=True))
     stats = finetune(folder, settings, out, log=log, checked=True)
     keys = ["test_top1", "top1", "params", "macs", "activations", "test_avg_macs", "test_exits_ratio"]
-    print(f"{out / STATS_NAME}: " + ", ".join(f"{k} {stats[k]}" for k in keys if k in stats))
+    print(f"{out / FINETUNED_STATS}: " + ", ".join(f"{k} {stats[k]}" for k in keys if k in stats))
     return 0
 
 
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     model_path = Path(args.model_path)
     if model_path.is_dir():  # a pick of cnas.post_search: fine-tuning
         return main_from_args(args)
-    if model_path.suffix != ".subnet" and model_path.suffix != ".json" and model_path.exists():
+    if model_path.suffix != SUBNET_SUFFIX and model_path.suffix != ".json" and model_path.exists():
         raise ArchError(f"--model_path {model_path} is not an arch file (.subnet JSON)")
     arch = read_json(model_path, "arch file", ArchError)
     name = args.name or model_path.stem

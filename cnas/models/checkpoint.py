@@ -38,6 +38,7 @@ import torch.nn as nn
 
 from cnas.errors import ArchError, CheckpointError, ConfigError
 from cnas.fileio import atomic_torch_save, load_torch_file
+from cnas.layout import PICK_SUBNET
 from cnas.models.early_exit import build_network
 from cnas.models.ofa_net import build_supernet
 from cnas.models.ofa_resnet import is_resnet_supernet, supernet_classes
@@ -407,8 +408,8 @@ def load_net_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
     if not isinstance(ck["arch"], dict):
         raise _fail(path, f"'arch' must be a dict, found {type(ck['arch']).__name__}")
     if arch is not None and not _same_arch(ck["arch"], arch):
-        raise CheckpointError(f"checkpoint {path} was saved for another arch than net.subnet; delete it or restore "
-                              "the pick's net.subnet")
+        raise CheckpointError(f"checkpoint {path} was saved for another arch than {PICK_SUBNET}; delete it or "
+                              f"restore the pick's {PICK_SUBNET}")
     classes = ck["n_classes"]
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
         raise _fail(path, f"'n_classes' must be a positive integer, found {classes!r}")

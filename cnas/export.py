@@ -42,7 +42,7 @@ from cnas.cli import ArgumentParser
 from cnas.data import get_dataset_info
 from cnas.errors import CheckpointError, ConfigError, DataError, UsageError, run_cli
 from cnas.fileio import atomic_write_bytes, atomic_write_json
-from cnas.layout import PICK_WEIGHTS
+from cnas.layout import EXPORT_WEIGHTS
 from cnas.models import EENetwork
 from cnas.models.checkpoint import load_net_checkpoint
 from cnas.settings import Bound
@@ -63,11 +63,11 @@ def find_checkpoint(folder: str | Path, checkpoint: str | Path | None = None) ->
     folder = Path(folder)
     if checkpoint is not None:
         return Path(checkpoint)
-    for name in PICK_WEIGHTS:
+    for name in EXPORT_WEIGHTS:
         if (folder / name).is_file():
             return folder / name
-    raise CheckpointError(f"{folder} holds no trained weights ({', '.join(PICK_WEIGHTS)}); fine-tune it first with "
-                          f"python -m cnas.train --model_path {folder}")
+    raise CheckpointError(f"{folder} holds no trained weights ({', '.join(EXPORT_WEIGHTS)}); fine-tune it first "
+                          f"with python -m cnas.train --model_path {folder}")
 
 
 def load_network(path: str | Path) -> tuple[nn.Module, dict]:

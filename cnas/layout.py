@@ -39,8 +39,8 @@ FINETUNED_NAME = "net.finetuned"
 FINETUNED_STATS = FINETUNED_NAME + STATS_SUFFIX
 FINETUNED_CKPT = "ckpt.finetuned.pth"
 FINETUNE_STATE = "train_state.pth"
-#: the weights a pick can hold, most trained first (what export uses)
-PICK_WEIGHTS = (FINETUNED_CKPT, CKPT, INHERITED)
+#: the weights a pick can hold, most trained first: the order export looks for them
+EXPORT_WEIGHTS = (FINETUNED_CKPT, CKPT, INHERITED)
 
 
 def subnet_file(folder: str | Path, name: str) -> Path:

@@ -88,7 +88,8 @@ class Trace:
     """What a method evaluated, in order: (top1, macs, seconds since the method started) per distinct arch."""
 
     def __init__(self, budget: int):
-        self.budget, self.points, self.archs, self.clock, self._seen = budget, [], [], 0.0, set()
+        self.budget, self.points, self.archs, self._seen = budget, [], [], set()
+        self.clock = self.proposal = 0.0  # seconds: evaluations + proposals, and proposals alone
 
     def full(self) -> bool:
         return len(self.points) >= self.budget
@@ -97,6 +98,7 @@ class Trace:
         """Record ``arch`` unless already seen; False when it was a repeat (or the budget is spent)."""
         key = arch_key(arch)
         self.clock += proposal_seconds
+        self.proposal += proposal_seconds
         if key in self._seen or self.full():
             return False
         self._seen.add(key)
@@ -378,7 +380,7 @@ def report(args, ev: Evaluator, traces: dict, cache_key: str, n_cached: int, sec
             idx = np.searchsorted(p[:, 2], tmarks, side="right") - 1
             row.append([curves[m][s][i] if i >= 0 else 0.0 for i in idx])
             tot.append(p[-1, 2])
-            prop.append(p[-1, 2] - sum(ev.cache[arch_key(a)]["seconds"] for a in traces[m][s].archs))
+            prop.append(traces[m][s].proposal)
         print(f"{m:<13}" + "".join(f"{x:>9.4f}" for x in np.mean(row, axis=0))
               + f"{np.mean(tot):>9.0f}{np.mean(prop):>11.1f}")
     matched_table(args, ev, traces, every)

@@ -114,6 +114,26 @@ def test_divergence_is_reported():
         train(net(), tr, None, TrainConfig(epochs=1), loss_fn=bad)
 
 
+def test_a_climbing_training_loss_is_reported_once():
+    x, y = toy()
+    tr, va = Batches(x[:192], y[:192], 32), Batches(x[192:], y[192:], 64)
+    scale = {"f": 1.0}
+    climbing = lambda out, yy: nn.functional.cross_entropy(out, yy) * scale["f"]  # noqa: E731
+
+    def grow(epoch, model):
+        scale["f"] = 3.0 ** epoch
+
+    lines = []
+    train(net(), tr, va, TrainConfig(epochs=3, lr=0.05), loss_fn=climbing, on_epoch_start=grow, log=lines.append)
+    rises = [m for m in lines if "training loss rose" in m]
+    assert len(rises) == 1 and "epoch 1" in rises[0] and "--grad_clip" in rises[0]
+    with pytest.warns(RuntimeWarning, match="training loss rose"):
+        train(net(), tr, va, TrainConfig(epochs=2, lr=0.05), loss_fn=climbing, on_epoch_start=grow)
+    lines.clear()
+    train(net(), tr, va, TrainConfig(epochs=3, lr=0.05), log=lines.append)  # a run that learns says nothing
+    assert not any("training loss rose" in m for m in lines)
+
+
 def interrupted_run(cfg, ck):
     """``(loaders, weights of an uninterrupted run)``; then the same run killed at its third validation (after
     epoch 2), leaving its state in ``ck``."""

@@ -13,6 +13,7 @@ import copy
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -159,6 +160,28 @@ def evaluate(model: nn.Module, loader, device: torch.device | str = "cpu", amp: 
 STATE_KEYS = ("model", "optimizer", "scheduler", "history", "best_epoch", "best_score", "best_state", "rng", "config")
 
 
+RISING_LOSS = 0.10  # relative rise of an epoch's training loss over the lowest before it that is reported
+
+
+def _warn_rising_loss(history: list[dict], log: Callable[[str], None] | None) -> bool:
+    """Report (once) an epoch whose training loss is more than :data:`RISING_LOSS` above the lowest epoch before
+    it; True when reported."""
+    if len(history) < 2:
+        return False
+    low = min(history[:-1], key=lambda r: r["train_loss"])
+    last = history[-1]
+    if last["train_loss"] <= low["train_loss"] * (1 + RISING_LOSS):
+        return False
+    msg = (f"training loss rose from {low['train_loss']:.4f} (epoch {low['epoch']}) to {last['train_loss']:.4f} "
+           f"(epoch {last['epoch']}): training is unstable at this learning rate; lower --lr or set --grad_clip "
+           "(2 trains the largest MobileNetV3 sub-networks stably at lr 0.05)")
+    if log is not None:
+        log(msg)
+    else:
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    return True
+
+
 def read_training_state(path: str | os.PathLike, cfg: TrainConfig) -> dict:
     """The resumable training state at ``path`` (read with ``weights_only=True``), refused with one line when it
     is unreadable, not a cnas training state or written with another recipe than ``cfg``."""
@@ -187,8 +210,12 @@ def train(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, device: 
     ``eval_fn(model) -> dict`` with ``loss`` and ``acc`` scores an epoch (default: :func:`evaluate` on
     ``val_loader``; with no validation loader the last epoch is kept). ``params`` restricts what is optimized.
     ``on_epoch_start(epoch, model)`` runs after ``model.train()`` at the start of every epoch (e.g. to freeze
-    part of the model's batch norms or refresh a loss's state). ``checkpoint_path``: after every epoch the full training state is written there atomically; if the file exists
-    when training starts, training resumes from it.
+    part of the model's batch norms or refresh a loss's state). ``checkpoint_path``: after every epoch the full
+    training state is written there atomically; if the file exists when training starts, training resumes from it.
+
+    A training loss that stays finite but climbs (an epoch more than :data:`RISING_LOSS` above the lowest epoch
+    before it) is reported once, through ``log`` or as a :class:`RuntimeWarning`: the run has become unstable, and
+    the epoch the selection keeps may be an early, poor one.
     """
     cfg.validate()
     device = torch.device(device)
@@ -225,6 +252,7 @@ def train(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, device: 
                 log(f"resumed training from {checkpoint_path} at epoch {start_epoch}")
 
     t0 = time.perf_counter()
+    warned_rise = False
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         if hasattr(train_loader, "set_epoch"):  # shuffling that depends on (seed, epoch) only: exact resume
@@ -262,6 +290,8 @@ def train(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, device: 
             scores = eval_fn(model)
             record.update({f"val_{k}": v for k, v in scores.items()})
         history.append(record)
+        if not warned_rise:
+            warned_rise = _warn_rising_loss(history, log)
         score = {"val_loss": record.get("val_loss", 0.0), "val_acc": -record.get("val_acc", 0.0), "last": -epoch}[select]
         if not math.isfinite(score):
             raise TrainingDiverged(f"validation loss became {score} at epoch {epoch + 1}")

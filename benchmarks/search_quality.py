@@ -94,11 +94,15 @@ class Trace:
     def full(self) -> bool:
         return len(self.points) >= self.budget
 
+    def spend(self, seconds: float) -> None:
+        """Count ``seconds`` of the method's own proposal time (not an evaluation's)."""
+        self.clock += seconds
+        self.proposal += seconds
+
     def add(self, arch: dict, entry: dict, proposal_seconds: float = 0.0) -> bool:
         """Record ``arch`` unless already seen; False when it was a repeat (or the budget is spent)."""
         key = arch_key(arch)
-        self.clock += proposal_seconds
-        self.proposal += proposal_seconds
+        self.spend(proposal_seconds)
         if key in self._seen or self.full():
             return False
         self._seen.add(key)
@@ -232,7 +236,7 @@ def run_optuna(ev: Evaluator, args, seed: int, kind: str) -> Trace:
         trial.set_user_attr("macs", entry["macs"])
         t = time.perf_counter()
         study.tell(trial, [entry["top1"], entry["macs"]])
-        trace.clock += time.perf_counter() - t
+        trace.spend(time.perf_counter() - t)
     return trace
 
 

@@ -126,12 +126,36 @@ def test_a_climbing_training_loss_is_reported_once():
     lines = []
     train(net(), tr, va, TrainConfig(epochs=3, lr=0.05), loss_fn=climbing, on_epoch_start=grow, log=lines.append)
     rises = [m for m in lines if "training loss rose" in m]
-    assert len(rises) == 1 and "epoch 1" in rises[0] and "--grad_clip" in rises[0]
-    with pytest.warns(RuntimeWarning, match="training loss rose"):
+    assert len(rises) == 1 and "epoch 1" in rises[0] and "epoch 2" in rises[0] and "grad_clip" in rises[0]
+    assert lines.index(rises[0]) == 2  # after the log line of the epoch it is about
+    with pytest.warns(RuntimeWarning, match="training loss rose") as caught:
         train(net(), tr, va, TrainConfig(epochs=2, lr=0.05), loss_fn=climbing, on_epoch_start=grow)
+    assert caught[0].filename == __file__  # points at the caller of train()
+    lines.clear()
+    train(net(), tr, va, TrainConfig(epochs=3, lr=0.05), loss_fn=climbing, on_epoch_start=grow, log=lines.append,
+          check_rise=False)  # a loss that grows by design
+    assert not any("training loss rose" in m for m in lines)
     lines.clear()
     train(net(), tr, va, TrainConfig(epochs=3, lr=0.05), log=lines.append)  # a run that learns says nothing
     assert not any("training loss rose" in m for m in lines)
+
+
+def test_a_tiny_last_batch_is_skipped_and_the_schedule_kept():
+    x, y = toy(n=192 + 2)  # batches of 32: six full ones and one of 2
+    sizes = []
+
+    def loss(out, yy):
+        sizes.append(len(yy))
+        return nn.functional.cross_entropy(out, yy)
+
+    cfg = TrainConfig(epochs=2, lr=0.05, lr_min=0.001)
+    res = train(net(), Batches(x, y, 32), None, cfg, loss_fn=loss)
+    assert sizes == [32] * 12  # the 2-image batches never stepped
+    assert res.history[-1]["lr"] == pytest.approx(0.001)  # the cosine still ends at lr_min
+    sizes.clear()
+    x, y = toy(n=192 + 16)  # a last batch of half the size is trained on
+    train(net(), Batches(x, y, 32), None, cfg, loss_fn=loss)
+    assert sorted(set(sizes)) == [16, 32] and len(sizes) == 14
 
 
 def interrupted_run(cfg, ck):

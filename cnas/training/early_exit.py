@@ -303,7 +303,8 @@ def train_exits(model: EENetwork, train_loader, val_loader, train_cfg: TrainConf
 
     with _frozen(model.backbone):
         train(model, train_loader, val_loader, cfg, device=device, loss_fn=loss, eval_fn=eval_fn,
-              params=list(model.heads.parameters()), log=log, on_epoch_start=on_epoch_start)
+              params=list(model.heads.parameters()), log=log, on_epoch_start=on_epoch_start,
+              check_rise=support_loader is None)  # the support set's term joins the loss at epoch n_gamma
     if loss.support is not None:
         extra["support_conf"] = loss.support.mean(0).tolist()
     return extra

@@ -254,3 +254,26 @@ def test_main_reuses_the_finished_checkpoint(finished, capsys):
     assert main(["--save", str(res.path), *flags]) == 0
     out = capsys.readouterr().out
     assert "up to date" in out and "python -m cnas.search --supernet_path" in out
+
+
+def test_a_tiny_last_batch_does_not_train_the_supernet(tmp_path):
+    ps = ProgressiveShrinking(tiny(tmp_path))
+    supernet = ps.build()
+    x, y = torch.randn(34, 3, 32, 32), torch.randint(0, 10, (34,))
+
+    class Batches:  # 16, 16, then 2
+        def __len__(self):
+            return 3
+
+        def __iter__(self):
+            return iter([(x[i:i + 16], y[i:i + 16]) for i in (0, 16, 32)])
+
+    data = ps.data(32)
+    ps._data[32] = type("Data", (), {"train": Batches(), "n_classes": data.n_classes})()
+    seen = []
+    supernet.register_forward_pre_hook(lambda m, args: seen.append(len(args[0])))
+    phase = PHASES[0]
+    optimizer, scheduler, lr = ps._optim(supernet, phase, 1, 3)
+    ps._train_epoch(supernet, optimizer, scheduler, phase, 0, 0, 0, 3, "test")
+    assert seen and set(seen) == {16}  # every subnet of the two full batches, none of the 2-image one
+    assert scheduler.last_epoch == 3  # its learning-rate step is kept

@@ -86,7 +86,7 @@ from cnas.settings import (
 )
 from cnas.spaces import DEPTHS, EXPANSIONS, KERNELS, N_STAGES, get_space
 from cnas.spaces.geometry import MAX_RESOLUTION
-from cnas.training.trainer import (SEED, TrainConfig, TrainingDiverged, evaluate, make_optimizer,
+from cnas.training.trainer import (SEED, SMALL_BATCH, TrainConfig, TrainingDiverged, evaluate, make_optimizer,
                                    make_scheduler)
 
 STATE_FORMAT = "cnas-supernet-state"
@@ -389,9 +389,14 @@ class ProgressiveShrinking:
         if cfg.progress:
             batches = progress_bar(loader, total=steps, desc=desc, leave=False)
         tot, n = 0.0, 0
+        full = None
         for step, (x, y) in enumerate(batches):
             if step >= steps:
                 break
+            full = len(y) if full is None else full
+            if len(y) < SMALL_BATCH * full:  # a tiny last batch: its batch-norm gradients can wreck the weights
+                scheduler.step()
+                continue
             x, y = x.to(self.device), y.to(self.device)
             x = _resize(x, int(rng.choice(self.space.resolutions)))
             optimizer.zero_grad(set_to_none=True)

@@ -18,8 +18,8 @@ the supernet's figures are. Prints one line per arch, side by side with the supe
 
 The figures in the README were measured with ``--grad_clip 2``. It was added when the largest sub-network
 (20 blocks, expansion 6, kernel 7) failed from scratch on 25,410 images; the cause turned out to be the last
-training batch of each epoch, 2 images, whose batch-norm statistics gave gradient norms of 1.2·10^5 and 5.8·10^6. The
-trainer now skips such a batch, and the net trains without clipping as well (on 6,402 images, which end in
+training batch of each epoch, 2 images, whose batch-norm statistics gave gradient norms of 1.2·10^5 and
+5.8·10^6. The trainer now skips such a batch, and the net trains without clipping as well (on 6,402 images, which end in
 the same 2-image batch, it failed at the first validation with a NaN loss before, and reaches 79.2 % now).
 """
 
@@ -89,8 +89,7 @@ def main() -> None:
     n_classes, n_train, n_val = loaders.n_classes, loaders.sizes["train"], loaders.sizes["val"]
     clip = f"gradient norm clipped at {args.grad_clip:g}" if args.grad_clip else "gradient norm not clipped"
     print(f"supernet {args.supernet}: trained in {meta['seconds']:.0f} s; scratch budget {budget:.0f} s per arch, "
-          f"{args.epochs} epochs, {clip}, {n_val} validation images, "
-          f"{args.threads} threads")
+          f"{args.epochs} epochs, {clip}, {n_val} validation images, {args.threads} threads")
     rows = []
     for name, m in meta["accuracy"].items():
         arch, r = m["arch"], int(m["r"])

@@ -86,8 +86,8 @@ from cnas.settings import (
 )
 from cnas.spaces import DEPTHS, EXPANSIONS, KERNELS, N_STAGES, get_space
 from cnas.spaces.geometry import MAX_RESOLUTION
-from cnas.training.trainer import (SEED, SMALL_BATCH, TrainConfig, TrainingDiverged, evaluate, make_optimizer,
-                                   make_scheduler)
+from cnas.training.trainer import (SEED, TrainConfig, TrainingDiverged, evaluate, make_optimizer, make_scheduler,
+                                   without_tiny_batches)
 
 STATE_FORMAT = "cnas-supernet-state"
 STATE_VERSION = 1
@@ -389,14 +389,9 @@ class ProgressiveShrinking:
         if cfg.progress:
             batches = progress_bar(loader, total=steps, desc=desc, leave=False)
         tot, n = 0.0, 0
-        full = None
-        for step, (x, y) in enumerate(batches):
+        for step, (x, y) in enumerate(without_tiny_batches(batches, scheduler.step)):
             if step >= steps:
                 break
-            full = len(y) if full is None else full
-            if len(y) < SMALL_BATCH * full:  # a tiny last batch: its batch-norm gradients can wreck the weights
-                scheduler.step()
-                continue
             x, y = x.to(self.device), y.to(self.device)
             x = _resize(x, int(rng.choice(self.space.resolutions)))
             optimizer.zero_grad(set_to_none=True)

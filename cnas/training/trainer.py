@@ -15,7 +15,7 @@ import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.nn as nn
@@ -164,6 +164,19 @@ RISING_LOSS = 0.10  # relative rise of an epoch's mean training loss over the lo
 SMALL_BATCH = 0.5  # a training batch under this fraction of the first batch's size is skipped
 
 
+def without_tiny_batches(batches: Iterable, on_skip: Callable[[], Any]) -> Iterator:
+    """``batches`` of ``(x, y)`` without any batch smaller than :data:`SMALL_BATCH` of the first one (a final
+    partial batch of a few images), calling ``on_skip()`` for each one left out (e.g. the scheduler's step)."""
+    full = None
+    for batch in batches:
+        n = len(batch[1])
+        full = n if full is None else full
+        if n < SMALL_BATCH * full:
+            on_skip()
+            continue
+        yield batch
+
+
 def _rising_loss(history: list[dict]) -> str | None:
     """The report for the last epoch of ``history`` when its mean training loss is more than :data:`RISING_LOSS`
     above the lowest epoch before it, else None."""
@@ -252,7 +265,6 @@ def train(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, device: 
 
     t0 = time.perf_counter()
     warned_rise = not check_rise or any(_rising_loss(history[:i + 1]) for i in range(len(history)))
-    full_batch = None
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         if hasattr(train_loader, "set_epoch"):  # shuffling that depends on (seed, epoch) only: exact resume
@@ -263,13 +275,8 @@ def train(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, device: 
         batches = train_loader
         if cfg.progress:
             batches = progress_bar(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        for batch in batches:
+        for batch in without_tiny_batches(batches, scheduler.step):
             x, y = _to(batch, device, channels_last)
-            if full_batch is None:
-                full_batch = len(y)
-            elif len(y) < SMALL_BATCH * full_batch:
-                scheduler.step()
-                continue
             with _autocast(device, cfg.amp):
                 loss = loss_fn(model(x), y)
             if not torch.isfinite(loss):

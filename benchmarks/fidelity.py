@@ -2,7 +2,7 @@
 
     python benchmarks/fidelity.py [--dataset digits|fashion_mnist] [--n_archs 100] [--seeds 0 1] [--epochs 0]
                                   [--supernet FILE] [--val_images N] [--ee 8] [--protocol default|original]
-                                  [--lr R --ur R --rstep S] [--cache FILE.json]
+                                  [--lr R --ur R --rstep S] [--subsets N ...] [--cache FILE.json]
 
 The defaults are the dataset's protocol (``benchmarks/_protocol.py``): weights inherited from its supernet,
 batch-norm statistics re-estimated on 512 training images, no further training; digits at 32 px on its whole
@@ -15,12 +15,14 @@ draws the batch-norm images and, when training, the batches and the initializati
 standard deviation of the top1 error (pooled over archs), the standard deviation across archs (of the per-arch
 means), their ratio, the binomial standard error of an error rate measured on the validation images used, the
 fraction of runs that failed to learn (error above 80 %; chance is 90 %), the cost per candidate, and the k-fold
-Kendall tau of each predictor on the archive (first-seed results, as a search sees them). Two diagnostics say how
+Kendall tau of each predictor on the archive (first-seed results, as a search sees them; ``--subsets N ...`` adds
+the same on the first N archs, to show how the ranking grows with the archive). Two diagnostics say how
 much rank signal there is to learn: the Kendall tau between each arch's validation error and its error on the
 test split (does the ranking reproduce on other images? the ceiling of any predictor) and between the validation
 error and the MACs. With ``--ee N`` it also evaluates N EDANAS archs and reports the same spread figures for their
 measured ``avg_macs``. ``--lr``/``--ur`` make the resolution a gene of the plain archs (drawn per arch, part of
-the predictors' encoding). ``--cache`` keeps every evaluation by (arch, seed): a re-run prints the same figures.
+the predictors' encoding; the same folds also score a ranking by the resolution alone, the rule a predictor has
+to beat). ``--cache`` keeps every evaluation by (arch, seed): a re-run prints the same figures.
 """
 
 from __future__ import annotations
@@ -56,6 +58,12 @@ def kfold_tau(X: np.ndarray, y: np.ndarray, name: str, k: int, seed: int) -> flo
         model = get_predictor(name, random_state=seed, **params).fit(X[tr], y[tr])
         taus.append(kendall_tau(model.predict(X[te]), y[te]))
     return float(np.mean(taus))
+
+
+def kfold_tau_fixed(score: np.ndarray, y: np.ndarray, k: int, seed: int) -> float:
+    """The same folds' mean Kendall tau of a fixed score (no fitting), to compare a rule with the predictors."""
+    return float(np.mean([kendall_tau(score[te], y[te])
+                          for _, te in KFold(n_splits=k, shuffle=True, random_state=seed).split(score)]))
 
 
 def settings_for(args, seed: int, eval_test: bool) -> EvalSettings:
@@ -130,6 +138,8 @@ def main() -> None:
     ap.add_argument("--ur", type=int, default=None, help="highest resolution (default --resolution)")
     ap.add_argument("--rstep", type=int, default=4, help="resolution step (4)")
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--subsets", type=int, nargs="*", default=[],
+                    help="also the predictors' k-fold tau on the first N archs of the sample (how it grows with N)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quiet", action="store_true", help="no per-arch lines")
     ap.add_argument("--cache", default=None, help="JSON file of evaluations by (arch, seed), read first and "
@@ -174,9 +184,16 @@ def plain(args, cache: Cache) -> None:
           "search; the first seed also measured the test split)")
     print(f"rank signal: Kendall tau of validation vs test error {kendall_tau(top1[:, 0], test):.3f}, "
           f"validation error vs MACs {kendall_tau(top1[:, 0], macs):.3f}")
-    print(f"{args.folds}-fold Kendall tau on the archive (first seed; target as >= 0.6):")
+    sizes = sorted({n for n in args.subsets if args.folds <= n < len(archs)}) + [len(archs)]
+    print(f"{args.folds}-fold Kendall tau on the archive (first seed; target as >= 0.6), on the first "
+          f"{', '.join(map(str, sizes))} archs:")
     for name in ("rbf", "gp", "carts", "mlp", "as"):
-        print(f"  {name:<6} {kfold_tau(X, top1[:, 0], name, args.folds, 0):.3f}", flush=True)
+        taus = [kfold_tau(X[:n], top1[:n, 0], name, args.folds, 0) for n in sizes]
+        print(f"  {name:<6} {'  '.join(f'{t:.3f}' for t in taus)}", flush=True)
+    if lr != ur:
+        minus_r = -np.array([a["r"] for a in archs], dtype=float)
+        taus = [kfold_tau_fixed(minus_r[:n], top1[:n, 0], args.folds, 0) for n in sizes]
+        print(f"  the resolution alone (higher ranked better, nothing fitted) {'  '.join(f'{t:.3f}' for t in taus)}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python benchmarks/fidelity.py [--dataset digits|fashion_mnist] [--n_archs 100] [--seeds 0 1] [--epochs 0]
                                   [--supernet FILE] [--val_images N] [--ee 8] [--protocol default|original]
-                                  [--lr R --ur R --rstep S] [--subsets N ...] [--cache FILE.json]
+                                  [--lr R --ur R --rstep S] [--train_sizes N ...] [--cache FILE.json]
 
 The defaults are the dataset's protocol (``benchmarks/_protocol.py``): weights inherited from its supernet,
 batch-norm statistics re-estimated on 512 training images, no further training; digits at 32 px on its whole
@@ -15,13 +15,13 @@ draws the batch-norm images and, when training, the batches and the initializati
 standard deviation of the top1 error (pooled over archs), the standard deviation across archs (of the per-arch
 means), their ratio, the binomial standard error of an error rate measured on the validation images used, the
 fraction of runs that failed to learn (error above 80 %; chance is 90 %), the cost per candidate, and the k-fold
-Kendall tau of each predictor on the archive (first-seed results, as a search sees them; ``--subsets N ...`` adds
-the same on the first N archs, to show how the ranking grows with the archive). Two diagnostics say how
-much rank signal there is to learn: the Kendall tau between each arch's validation error and its error on the
+Kendall tau of each predictor on the archive (first-seed results, as a search sees them; ``--train_sizes N ...``
+adds each predictor fitted on N random archs and scored on all the others, the archive sizes a search works
+with). Two diagnostics say how much rank signal there is to learn: the Kendall tau between each arch's validation error and its error on the
 test split (does the ranking reproduce on other images? the ceiling of any predictor) and between the validation
 error and the MACs. With ``--ee N`` it also evaluates N EDANAS archs and reports the same spread figures for their
 measured ``avg_macs``. ``--lr``/``--ur`` make the resolution a gene of the plain archs (drawn per arch, part of
-the predictors' encoding; the same folds also score a ranking by the resolution alone, the rule a predictor has
+the predictors' encoding; the same splits also score a ranking by the resolution alone, the rule a predictor has
 to beat). ``--cache`` keeps every evaluation by (arch, seed): a re-run prints the same figures.
 """
 
@@ -51,19 +51,25 @@ def spread(values: np.ndarray) -> tuple[float, float]:
     return repeat, float(np.std(values.mean(axis=1), ddof=1))
 
 
-def kfold_tau(X: np.ndarray, y: np.ndarray, name: str, k: int, seed: int) -> float:
-    taus = []
-    for tr, te in KFold(n_splits=k, shuffle=True, random_state=seed).split(X):
-        params = {"n_splits": 5} if name == "as" else {}
-        model = get_predictor(name, random_state=seed, **params).fit(X[tr], y[tr])
-        taus.append(kendall_tau(model.predict(X[te]), y[te]))
-    return float(np.mean(taus))
+PREDICTORS = ("rbf", "gp", "carts", "mlp", "as")
 
 
-def kfold_tau_fixed(score: np.ndarray, y: np.ndarray, k: int, seed: int) -> float:
-    """The same folds' mean Kendall tau of a fixed score (no fitting), to compare a rule with the predictors."""
-    return float(np.mean([kendall_tau(score[te], y[te])
-                          for _, te in KFold(n_splits=k, shuffle=True, random_state=seed).split(score)]))
+def mean_tau(y: np.ndarray, splits, score) -> float:
+    """Mean Kendall tau over (train, test) index splits of ``score(train, test)`` against ``y[test]``."""
+    return float(np.mean([kendall_tau(score(tr, te), y[te]) for tr, te in splits]))
+
+
+def fitted(X: np.ndarray, y: np.ndarray, name: str, seed: int):
+    """A score function that fits predictor ``name`` on the train indices and predicts the test ones."""
+    params = {"n_splits": 5} if name == "as" else {}
+    return lambda tr, te: get_predictor(name, random_state=seed, **params).fit(X[tr], y[tr]).predict(X[te])
+
+
+def random_splits(n_archs: int, n_train: int, repeats: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``repeats`` random splits into ``n_train`` archs to fit on and all the others to rank."""
+    rng = np.random.default_rng(seed)
+    perms = [rng.permutation(n_archs) for _ in range(repeats)]
+    return [(p[:n_train], p[n_train:]) for p in perms]
 
 
 def settings_for(args, seed: int, eval_test: bool) -> EvalSettings:
@@ -138,8 +144,10 @@ def main() -> None:
     ap.add_argument("--ur", type=int, default=None, help="highest resolution (default --resolution)")
     ap.add_argument("--rstep", type=int, default=4, help="resolution step (4)")
     ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--subsets", type=int, nargs="*", default=[],
-                    help="also the predictors' k-fold tau on the first N archs of the sample (how it grows with N)")
+    ap.add_argument("--train_sizes", type=int, nargs="*", default=[],
+                    help="also each predictor fitted on N random archs and scored on all the others (how rank "
+                         "quality grows with the archive a search has)")
+    ap.add_argument("--repeats", type=int, default=5, help="random splits per --train_sizes entry")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quiet", action="store_true", help="no per-arch lines")
     ap.add_argument("--cache", default=None, help="JSON file of evaluations by (arch, seed), read first and "
@@ -184,17 +192,25 @@ def plain(args, cache: Cache) -> None:
           "search; the first seed also measured the test split)")
     print(f"rank signal: Kendall tau of validation vs test error {kendall_tau(top1[:, 0], test):.3f}, "
           f"validation error vs MACs {kendall_tau(top1[:, 0], macs):.3f}")
-    sizes = sorted({n for n in args.subsets if args.folds <= n < len(archs)}) + [len(archs)]
-    print(f"{args.folds}-fold Kendall tau on the archive (first seed; target as >= 0.6), on the first "
-          f"{', '.join(map(str, sizes))} archs:")
-    for name in ("rbf", "gp", "carts", "mlp", "as"):
-        taus = [kfold_tau(X[:n], top1[:n, 0], name, args.folds, 0) for n in sizes]
-        print(f"  {name:<6} {'  '.join(f'{t:.3f}' for t in taus)}", flush=True)
+    y = top1[:, 0]
+    rules = {}
     if lr != ur:
         minus_r = -np.array([a["r"] for a in archs], dtype=float)
-        taus = [kfold_tau_fixed(minus_r[:n], top1[:n, 0], args.folds, 0) for n in sizes]
-        print(f"  the resolution alone (higher ranked better, nothing fitted) {'  '.join(f'{t:.3f}' for t in taus)}")
-
+        rules["resolution alone"] = lambda tr, te: minus_r[te]  # higher ranked better, nothing fitted
+    folds = list(KFold(n_splits=args.folds, shuffle=True, random_state=0).split(X))
+    print(f"{args.folds}-fold Kendall tau on the archive (first seed; target as >= 0.6):")
+    for name in PREDICTORS:
+        print(f"  {name:<16} {mean_tau(y, folds, fitted(X, y, name, 0)):.3f}", flush=True)
+    for name, rule in rules.items():
+        print(f"  {name:<16} {mean_tau(y, folds, rule):.3f} (a rule, for comparison)")
+    sizes = sorted({n for n in args.train_sizes if 2 <= n <= len(archs) - 2})
+    if sizes:
+        print(f"fitted on n archs, Kendall tau on all the others (mean of {args.repeats} random splits), "
+              f"n = {', '.join(map(str, sizes))}:")
+        splits = {n: random_splits(len(archs), n, args.repeats, 0) for n in sizes}
+        for name, score in [(n, fitted(X, y, n, 0)) for n in PREDICTORS] + list(rules.items()):
+            taus = [mean_tau(y, splits[n], score) for n in sizes]
+            print(f"  {name:<16} {'  '.join(f'{t:.3f}' for t in taus)}", flush=True)
 
 if __name__ == "__main__":
     main()

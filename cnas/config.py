@@ -53,6 +53,9 @@ class SearchConfig(ExecutorSettings, ResolutionSettings):
                                                "out-of-fold predictions together) or mean_std (the original's mean "
                                                "minus std of the per-fold taus)",
                                 check=OneOf(("pooled", "mean_std")), earlier="mean_std")
+    r_trend: bool = setting(True, help="where the resolution is a gene, fit a least-squares line in it first and "
+                                       "each surrogate on what the line leaves (false: the surrogates treat it as "
+                                       "any other gene, as the original)", earlier=False)
     search_space: str = setting("mobilenetv3", help="mobilenetv3, eemobilenetv3 (EDANAS early exits), "
                                                     "cbnmobilenetv3 (NACHOS early exits) or resnet50 (OFA's "
                                                     "ResNet-50: depth, expansion and width genes)")

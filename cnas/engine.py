@@ -48,7 +48,7 @@ from cnas.objectives import OBJECTIVES, ObjectiveSet, parse_objectives
 from cnas.plots import plot_iteration
 from cnas.problems import CanonicalRepair, SameArch, SurrogateProblem, hypervolume, non_dominated, select_subset
 from cnas.spaces import get_space
-from cnas.surrogates import get_predictor, rank_quality
+from cnas.surrogates import LinearTrend, get_predictor, rank_quality
 from cnas.surrogates.adaptive import start_workers
 
 
@@ -165,15 +165,19 @@ class SurrogateProposer:
                 raise ConfigError(f"cannot fit a predictor for {name}: fewer than 2 evaluated archs have it")
             last = self.as_state.get(name) if kind == "as" else None
             if last is not None and last[1] + 1 < self.cfg.as_every:  # refit the last choice
-                model, age = get_predictor(last[0], random_state=seed + i).fit(X[ok], y[ok]), last[1] + 1
-                winner = last[0]
+                model, age, winner = get_predictor(last[0], random_state=seed + i), last[1] + 1, last[0]
             else:
                 params = {"n_splits": self.cfg.as_folds, "criterion": self.cfg.as_criterion} if kind == "as" \
                     else {}
-                model, age = get_predictor(kind, random_state=seed + i, **params).fit(X[ok], y[ok]), 0
-                winner = getattr(model, "winner_", kind)
-            predictors[name] = model.predict
+                model, age, winner = get_predictor(kind, random_state=seed + i, **params), 0, None
+            column = self.space.resolution_column if self.cfg.r_trend else None
+            fitted = (model if column is None else LinearTrend(model, (column,))).fit(X[ok], y[ok])
+            model = fitted if column is None else fitted.base_
+            winner = winner or getattr(model, "winner_", kind)
+            predictors[name] = fitted.predict
             info[name] = {"model": kind, "name": name, "winner": winner, "n_train": int(ok.sum())}
+            if column is not None:
+                info[name]["r_trend"] = float(fitted.coef_[1])  # change per resolution step
             if kind == "as":
                 self.as_state[name] = (winner, age)
                 if self.cfg.as_every > 1:

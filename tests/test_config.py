@@ -50,9 +50,11 @@ EE_DEFAULTS = {
 
 
 def test_settings_hash_is_the_one_existing_runs_recorded():
-    assert settings_hash(SearchConfig(), EvalSettings()) == "d049a992d95a5314"
+    # the runs recorded before --r_trend existed (and ran without it) keep their hashes
+    assert settings_hash(SearchConfig(r_trend=False), EvalSettings()) == "d049a992d95a5314"
+    assert settings_hash(SearchConfig(), EvalSettings()) == "6861fcd3c997e463"
     cfg = SearchConfig(sec_obj="macs", pick="hv", search_space="eemobilenetv3", as_criterion="mean_std",
-                       iterations=3)
+                       iterations=3, r_trend=False)
     ev = EvalSettings(epochs=3, dataset="cifar10", device="cuda", num_workers=4, mmax=300.0)
     assert settings_hash(cfg, ev) == "dead59d9e3d374c1"
 
@@ -86,7 +88,7 @@ def test_runtime_settings_are_declared_with_their_fields():
                                             "ray_address", "timeout", "plots", "progress", "save"}
     assert runtime_fields(EvalSettings) == {"device", "num_threads", "progress", "num_workers"}
     assert runtime_fields(SupernetConfig) == {"save", "eval_each_phase", "device", "num_threads", "progress"}
-    assert LATER_SETTINGS == {"pick": "gaps", "as_criterion": "mean_std", "as_every": 1}
+    assert LATER_SETTINGS == {"pick": "gaps", "as_criterion": "mean_std", "as_every": 1, "r_trend": False}
     for name, earlier in LATER_EVAL_SETTINGS.items():  # a default evaluation behaves as before the setting existed
         assert getattr(EvalSettings(), name) == earlier
 
@@ -101,7 +103,8 @@ def test_settings_diff_names_what_differs():
         == "n_iter: 8 -> 3; batch_size: 64 -> 8"
     old = {"search": {k: v for k, v in rec["search"].items() if k not in LATER_SETTINGS},
            "evaluation": rec["evaluation"]}
-    assert settings_diff(old, SearchConfig(as_criterion="mean_std"), EvalSettings()) == "settings hash differs"
+    assert settings_diff(old, SearchConfig(as_criterion="mean_std", r_trend=False), EvalSettings()) \
+        == "settings hash differs"
 
 
 def test_every_setting_has_help():

@@ -366,3 +366,16 @@ def test_nothing_is_written_before_the_checks_pass(tmp_path):
     assert not (tmp_path / "run").exists()
     run(config(tmp_path, iterations=1))  # the corrected command then starts normally
     assert (tmp_path / "run" / "iter_1.stats").exists()
+
+
+def test_resolution_trend_is_fitted_and_recorded_only_where_the_resolution_varies(tmp_path):
+    """--r_trend (default true): with the resolution as a gene, each surrogate record carries the fitted slope
+    per resolution step; --r_trend false or a fixed resolution: none, and the search still runs."""
+    def record(name, **kw):
+        run(config(tmp_path, name=name, iterations=1, **kw))
+        return json.loads((tmp_path / name / "iter_1.stats").read_text())["surrogates"]["top1"]
+
+    varying = record("varying", lr=24, ur=32, rstep=4)
+    assert isinstance(varying["r_trend"], float) and np.isfinite(varying["r_trend"])
+    assert "r_trend" not in record("off", lr=24, ur=32, rstep=4, r_trend=False)
+    assert "r_trend" not in record("fixed")

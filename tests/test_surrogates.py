@@ -479,3 +479,52 @@ def test_gap_subset_is_the_exact_minimum_over_all_subsets():
         best = min(score(s) for s in itertools.combinations(range(n), k))
         assert score(picked) == pytest.approx(best, abs=1e-12)
         assert np.array_equal(picked, _gap_subset(f2_cand, front, k))  # deterministic
+
+
+# ---------------------------------------------------------------------------------------------- LinearTrend
+def _one_strong_gene(n, seed):
+    """Encodings of the resolution-varying space whose target is dominated by the last gene (the resolution's
+    index), plus weak effects of a few others and noise."""
+    rng = np.random.default_rng(seed)
+    X = SPACE.sample_encodings(n, rng).astype(float)
+    y = -2.0 * X[:, -1] + 0.2 * X[:, :6].sum(axis=1) + 0.3 * rng.normal(size=n)
+    return X, y
+
+
+def test_linear_trend_learns_a_strong_gene_from_few_archs():
+    """Fitted on 12 archs, the trees alone rank unseen ones poorly; with the line in the strong gene first they
+    rank them well, and the line's slope is the gene's effect."""
+    from cnas.surrogates import LinearTrend
+
+    X, y = _one_strong_gene(212, 0)
+    plain, trend = [], []
+    for rep in range(4):
+        p = np.random.default_rng(rep).permutation(len(y))
+        tr, te = p[:12], p[12:]
+        base = get_predictor("carts", random_state=0, **FAST["carts"])
+        plain.append(kendall_tau(clone(base).fit(X[tr], y[tr]).predict(X[te]), y[te]))
+        m = LinearTrend(base, (SPACE.resolution_column,)).fit(X[tr], y[tr])
+        trend.append(kendall_tau(m.predict(X[te]), y[te]))
+    assert np.mean(trend) > 0.85 and np.mean(trend) > np.mean(plain) + 0.15, (plain, trend)
+    m = LinearTrend(get_predictor("rbf"), (-1,)).fit(X, y)
+    assert m.coef_[1] == pytest.approx(-2.0, abs=0.15) and m.base_ is not None
+
+
+def test_linear_trend_contract_and_a_constant_gene():
+    from cnas.surrogates import LinearTrend
+
+    X, y = _one_strong_gene(30, 1)
+    m = LinearTrend(get_predictor("gp"), (-1,))
+    assert clone(m).get_params()["columns"] == (-1,)
+    Xc = X.copy()
+    Xc[:, -1] = 2.0  # one resolution only: the line is flat, not extrapolated from a split intercept
+    fitted = m.fit(Xc, y)
+    assert fitted.coef_[1] == 0.0
+    Xq = X[:5].copy()
+    Xq[:, -1] = 0.0
+    base = clone(get_predictor("gp")).fit(Xc, y - y.mean())
+    np.testing.assert_allclose(fitted.predict(Xq), y.mean() + base.predict(Xq), rtol=1e-6, atol=1e-6)
+    with pytest.raises(UsageError, match="columns"):
+        LinearTrend(get_predictor("gp"), (X.shape[1],)).fit(X, y)
+    with pytest.raises(UsageError, match="base"):
+        LinearTrend(None).fit(X, y)

@@ -83,6 +83,11 @@ class SearchSpace:
             arch = {**arch, "r": self.resolutions[0]}
         return dict(sorted(arch.items()))
 
+    @property
+    def resolution_column(self) -> int | None:
+        """Where the resolution's index sits in an encoding (the last gene), None when the resolution is fixed."""
+        return None if self.fixed_resolution else self.n_var - 1
+
     def resolution(self, arch: Arch) -> int:
         """The input resolution of ``arch`` (its ``r``, or the space's fixed resolution)."""
         return int(arch.get("r", self.default_resolution))

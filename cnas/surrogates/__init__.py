@@ -14,7 +14,8 @@ name      model                                                               cl
 
 Each is a scikit-learn regressor: ``fit(X, y)`` returns self, ``predict(X)`` returns a 1-D float array,
 ``get_params``/``set_params``, a ``random_state`` argument, usable with ``sklearn.base.clone`` and
-``cross_val_score``. ``rank_quality(pred, target)`` gives RMSE, Spearman rho and Kendall tau.
+``cross_val_score``. :class:`LinearTrend` wraps any of them: a least-squares line in a few genes (the search
+uses the resolution's) with the predictor fitted to the residual. ``rank_quality(pred, target)`` gives RMSE, Spearman rho and Kendall tau.
 The module docstrings say where each model deviates from the original and why.
 """
 
@@ -29,6 +30,7 @@ from cnas.surrogates.gp import Kriging
 from cnas.surrogates.metrics import RankQuality, kendall_tau, rank_quality
 from cnas.surrogates.mlp import MLP
 from cnas.surrogates.rbf import RBF
+from cnas.surrogates.trend import LinearTrend
 
 PREDICTORS: dict[str, type] = {**POOL_MODELS, "as": AdaptiveSwitching}
 
@@ -48,5 +50,5 @@ def get_predictor(name: str, **params: Any):
 
 __all__ = [
     "PREDICTORS", "get_predictor", "rank_quality", "kendall_tau", "RankQuality", "RBF", "Kriging", "MLP",
-    "CartEnsemble", "AdaptiveSwitching",
+    "CartEnsemble", "AdaptiveSwitching", "LinearTrend",
 ]

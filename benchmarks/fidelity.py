@@ -17,12 +17,14 @@ means), their ratio, the binomial standard error of an error rate measured on th
 fraction of runs that failed to learn (error above 80 %; chance is 90 %), the cost per candidate, and the k-fold
 Kendall tau of each predictor on the archive (first-seed results, as a search sees them; ``--train_sizes N ...``
 adds each predictor fitted on N random archs and scored on all the others, the archive sizes a search works
-with). Two diagnostics say how much rank signal there is to learn: the Kendall tau between each arch's validation error and its error on the
-test split (does the ranking reproduce on other images? the ceiling of any predictor) and between the validation
-error and the MACs. With ``--ee N`` it also evaluates N EDANAS archs and reports the same spread figures for their
-measured ``avg_macs``. ``--lr``/``--ur`` make the resolution a gene of the plain archs (drawn per arch, part of
-the predictors' encoding; the same splits also score a ranking by the resolution alone, the rule a predictor has
-to beat). ``--cache`` keeps every evaluation by (arch, seed): a re-run prints the same figures.
+with). Two diagnostics say how much rank signal there is to learn: the Kendall tau between each arch's validation
+error and its error on the test split (does the ranking reproduce on other images? the ceiling of any predictor)
+and between the validation error and the MACs. With ``--ee N`` it also evaluates N EDANAS archs and reports the
+same spread figures for their measured ``avg_macs``. ``--lr``/``--ur`` make the resolution a gene of the plain
+archs (drawn per arch, part of the predictors' encoding; the same splits also score ``as`` after a least-squares
+line in the resolution, as a search with ``--r_trend true`` fits it, and a ranking by the resolution alone, the
+rule a predictor has to beat). ``--cache`` keeps every evaluation by (arch, seed): a re-run prints the same
+figures.
 """
 
 from __future__ import annotations
@@ -34,13 +36,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.base import clone
 from sklearn.model_selection import KFold
 
 from _protocol import add_protocol_args, check_protocol, describe, eval_kwargs
 from cnas import complexity
 from cnas.evaluation import EvalSettings, evaluate_arch
 from cnas.spaces import get_space
-from cnas.surrogates import get_predictor, kendall_tau
+from cnas.surrogates import LinearTrend, get_predictor, kendall_tau
 
 FAIL_ERROR = 80.0
 
@@ -197,10 +200,14 @@ def plain(args, cache: Cache) -> None:
     if lr != ur:
         minus_r = -np.array([a["r"] for a in archs], dtype=float)
         rules["resolution alone"] = lambda tr, te: minus_r[te]  # higher ranked better, nothing fitted
+        as_trend = LinearTrend(get_predictor("as", random_state=0, n_splits=5), (space.resolution_column,))
+        trended = {"as + r trend": lambda tr, te: clone(as_trend).fit(X[tr], y[tr]).predict(X[te])}
+    else:
+        trended = {}
     folds = list(KFold(n_splits=args.folds, shuffle=True, random_state=0).split(X))
     print(f"{args.folds}-fold Kendall tau on the archive (first seed; target as >= 0.6):")
-    for name in PREDICTORS:
-        print(f"  {name:<16} {mean_tau(y, folds, fitted(X, y, name, 0)):.3f}", flush=True)
+    for name, score in [(n, fitted(X, y, n, 0)) for n in PREDICTORS] + list(trended.items()):
+        print(f"  {name:<16} {mean_tau(y, folds, score):.3f}", flush=True)
     for name, rule in rules.items():
         print(f"  {name:<16} {mean_tau(y, folds, rule):.3f} (a rule, for comparison)")
     sizes = sorted({n for n in args.train_sizes if 2 <= n <= len(archs) - 2})
@@ -208,7 +215,8 @@ def plain(args, cache: Cache) -> None:
         print(f"fitted on n archs, Kendall tau on all the others (mean of {args.repeats} random splits), "
               f"n = {', '.join(map(str, sizes))}:")
         splits = {n: random_splits(len(archs), n, args.repeats, 0) for n in sizes}
-        for name, score in [(n, fitted(X, y, n, 0)) for n in PREDICTORS] + list(rules.items()):
+        for name, score in [(n, fitted(X, y, n, 0)) for n in PREDICTORS] + list(trended.items()) + \
+                list(rules.items()):
             taus = [mean_tau(y, splits[n], score) for n in sizes]
             print(f"  {name:<16} {'  '.join(f'{t:.3f}' for t in taus)}", flush=True)
 

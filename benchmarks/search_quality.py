@@ -3,7 +3,7 @@ with the same evaluation function and the same budget of distinct evaluated arch
 (objectives: top1 error and MACs).
 
     python benchmarks/search_quality.py [--dataset digits|fashion_mnist] [--budget 40] [--seeds 0 1 2 3 4 5]
-        [--methods cnas random nsga2 optuna_nsga2 optuna_tpe] [--n_doe 8] [--n_iter 4] [--pop 8]
+        [--methods cnas random nsga2 optuna_nsga2 optuna_tpe] [--n_doe 8] [--n_iter 4] [--pop 8] [--r_trend true|false]
         [--lr R --ur R --rstep S] [--mmax M] [--jobs 1] [--cache FILE.json] [--out FILE.json]
 
 Every arch is really evaluated with cnas's candidate evaluation (``cnas.evaluation.evaluate_arch``; the protocol
@@ -151,7 +151,7 @@ def run_cnas(ev: Evaluator, args, seed: int) -> Trace:
         cfg = SearchConfig(save=tmp + "/run", sec_obj="macs", n_doe=args.n_doe, n_iter=args.n_iter,
                            iterations=-(-(args.budget - args.n_doe) // args.n_iter), first_predictor=args.predictor,
                            seed=seed, plots=False, progress=False, patience=0, pick=args.pick, lr=args.lr,
-                           ur=args.ur, rstep=args.rstep)
+                           ur=args.ur, rstep=args.rstep, r_trend=args.r_trend == "true")
         Search(cfg, ev.settings, log=lambda m: None, executor=CachedExecutor(ev, trace)).run()
     return trace
 
@@ -293,6 +293,8 @@ def main() -> None:
     ap.add_argument("--n_iter", type=int, default=4)
     ap.add_argument("--pop", type=int, default=8, help="population of both NSGA-IIs without surrogates")
     ap.add_argument("--predictor", default="as")
+    ap.add_argument("--r_trend", choices=["true", "false"], default="true",
+                    help="cnas's --r_trend: a least-squares line in the resolution gene before each surrogate")
     ap.add_argument("--pick", default="gaps", choices=["gaps", "hv"], help="cnas's candidate selection (--pick)")
     ap.add_argument("--matched", type=int, default=3, help="MACs budgets for the test-error table")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (with --jobs 1)")

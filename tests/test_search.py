@@ -379,3 +379,9 @@ def test_resolution_trend_is_fitted_and_recorded_only_where_the_resolution_varie
     assert isinstance(varying["r_trend"], float) and np.isfinite(varying["r_trend"])
     assert "r_trend" not in record("off", lr=24, ur=32, rstep=4, r_trend=False)
     assert "r_trend" not in record("fixed")
+    # with the line fitted, a resumed search still gives the archive of one that ran through
+    kw = {"lr": 24, "ur": 32, "rstep": 4}
+    run(config(tmp_path, name="full", **kw))
+    run(config(tmp_path, name="part", iterations=1, **kw))
+    run(config(tmp_path, name="part", **kw), resume=str(tmp_path / "part" / "iter_1.stats"))
+    assert archive_rows(tmp_path / "full", 3) == archive_rows(tmp_path / "part", 3)

@@ -15,7 +15,8 @@ name      model                                                               cl
 Each is a scikit-learn regressor: ``fit(X, y)`` returns self, ``predict(X)`` returns a 1-D float array,
 ``get_params``/``set_params``, a ``random_state`` argument, usable with ``sklearn.base.clone`` and
 ``cross_val_score``. :class:`LinearTrend` wraps any of them: a least-squares line in a few genes (the search
-uses the resolution's) with the predictor fitted to the residual. ``rank_quality(pred, target)`` gives RMSE, Spearman rho and Kendall tau.
+uses the resolution's) with the predictor fitted to the residual. ``rank_quality(pred, target)`` gives RMSE,
+Spearman rho and Kendall tau.
 The module docstrings say where each model deviates from the original and why.
 """
 
